@@ -1,0 +1,158 @@
+"""Compile a topology into a plan: the plain-JSON recipe the executor runs inside the lab kernel.
+
+The plan names every namespace, link, route, listener, daemon configuration and probe, so the
+executor needs no knowledge of the model and stays lean (it runs in a guest where every import
+and process start is expensive). The plan holds no secrets: the preshared key travels in a
+separate file that the executor deletes once read.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import secrets as _secrets
+
+from lab.compile.strongswan import compile_host
+from lab.model.topology import Expectation, Host, Topology
+
+PROBE_TIMEOUT = 8.0  # seconds; covers TCP's SYN retries at 1 s and 3 s while IKE runs
+
+
+def namespace_names(run_id: str, topology: Topology) -> dict[str, str]:
+    """Namespace per host plus `sw` for the switch namespace that holds the bridges."""
+    names = {h.name: f"lab-{run_id}-{h.name}" for h in topology.hosts}
+    names["sw"] = f"lab-{run_id}-sw"
+    return names
+
+
+def shared_network(a: Host, b: Host) -> str | None:
+    nets_b = {i.network for i in b.interfaces}
+    for i in a.interfaces:
+        if i.network in nets_b:
+            return i.network
+    return None
+
+
+def route_plan(topology: Topology, host: Host) -> list[dict]:
+    if not host.gateway:
+        return []
+    gw = topology.host(host.gateway)
+    net = shared_network(host, gw)
+    return [{"dst": "default", "via": str(gw.address_on(net))}] if net else []
+
+
+def source_address(topology: Topology, src: Host, dst_address: ipaddress.IPv4Address) -> str:
+    """The address a probe leaves from: the interface facing the destination or the gateway."""
+    for i in src.interfaces:
+        if dst_address in topology.network(i.network).subnet:
+            return str(i.address)
+    if src.gateway:
+        net = shared_network(src, topology.host(src.gateway))
+        if net:
+            return str(src.address_on(net))
+    return str(src.addresses[0])
+
+
+def destination_address(src: Host, dst: Host) -> ipaddress.IPv4Address:
+    """Prefer the destination's address on a network both share (a multi-homed firewall)."""
+    net = shared_network(src, dst)
+    return dst.address_on(net) if net else dst.addresses[0]
+
+
+def listeners(topology: Topology) -> dict[str, list[dict]]:
+    """Every service a host declares, plus every service an expectation names towards it."""
+    wanted: dict[str, dict[tuple[str, int], str]] = {h.name: {} for h in topology.hosts}
+    for h in topology.hosts:
+        for s in h.services:
+            wanted[h.name][(s.protocol, s.port)] = s.name
+    for e in topology.expectations:
+        wanted[e.destination].setdefault((e.service.protocol, e.service.port), e.service.name)
+    return {
+        host: [{"protocol": p, "port": port, "service": name} for (p, port), name in sorted(svc.items())]
+        for host, svc in wanted.items()
+    }
+
+
+def payload(service: str, marker: str, credential: str) -> tuple[str, str]:
+    """What a client of this service would send first, carrying a fake login.
+
+    Returns (payload, the credential exactly as it appears on the wire): the classifier looks
+    for both the marker and that string in every unprotected packet.
+    """
+    if service in ("http", "https"):
+        wire = base64.b64encode(f"probe:{credential}".encode()).decode()
+        return f"GET /{marker} HTTP/1.0\r\nAuthorization: Basic {wire}\r\n\r\n", wire
+    if service == "pop3":
+        return f"USER {marker}\r\nPASS {credential}\r\n", credential
+    if service == "imap":
+        return f"a1 LOGIN {marker} {credential}\r\n", credential
+    if service == "smtp":
+        wire = base64.b64encode(f"\0probe\0{credential}".encode()).decode()
+        return f"EHLO {marker}\r\nAUTH PLAIN {wire}\r\n", wire
+    return f"{marker} {credential}\n", credential
+
+
+def probe_plan(topology: Topology, index: int, exp: Expectation) -> dict:
+    src, dst = topology.host(exp.source), topology.host(exp.destination)
+    dst_address = destination_address(src, dst)
+    marker = f"LABPROBE-p{index}-{_secrets.token_hex(4)}"
+    credential = f"fake-{_secrets.token_hex(6)}"
+    text, on_wire = payload(exp.service.name, marker, credential)
+    return {
+        "id": f"p{index}",
+        "expectation": exp.id,
+        "src": src.name,
+        "src_address": source_address(topology, src, dst_address),
+        "dst": dst.name,
+        "dst_address": str(dst_address),
+        "protocol": exp.service.protocol,
+        "port": exp.service.port,
+        "service": exp.service.name,
+        # A readable marker and a fake credential: if either shows on the wire, the flow leaked.
+        "marker": marker,
+        "payload": text,
+        "credential_on_wire": on_wire,
+        "timeout": PROBE_TIMEOUT,
+    }
+
+
+def build_plan(topology: Topology, run_id: str, outdir: str) -> dict:
+    ns = namespace_names(run_id, topology)
+    networks = [
+        {"name": n.name, "bridge": f"br{i}", "subnet": str(n.subnet)}
+        for i, n in enumerate(topology.networks)
+    ]
+    bridge_of = {n["name"]: n["bridge"] for n in networks}
+    listen = listeners(topology)
+    hosts = []
+    for hi, h in enumerate(topology.hosts):
+        prefixlen = {n.name: n.subnet.prefixlen for n in topology.networks}
+        hosts.append({
+            "name": h.name,
+            "role": h.role,
+            "ns": ns[h.name],
+            "forward": h.forwards,
+            "interfaces": [
+                {
+                    "ifname": f"eth{ii}",
+                    "peer": f"h{hi}i{ii}",  # the switch-side end of the veth
+                    "bridge": bridge_of[i.network],
+                    "network": i.network,
+                    "address": f"{i.address}/{prefixlen[i.network]}",
+                }
+                for ii, i in enumerate(h.interfaces)
+            ],
+            "routes": route_plan(topology, h),
+            "listeners": listen[h.name],
+            "charon": {"conns": compile_host(topology, h)} if h.policy else None,
+        })
+    return {
+        "format": 1,
+        "run_id": run_id,
+        "topology": topology.name,
+        "outdir": outdir,
+        "switch_ns": ns["sw"],
+        "networks": networks,
+        "hosts": hosts,
+        "probes": [probe_plan(topology, i + 1, e) for i, e in enumerate(topology.expectations)],
+    }

@@ -1,0 +1,193 @@
+"""Compile one host's Windows-style policy into strongSwan connections (VICI `load-conn` dicts).
+
+Pure functions, no I/O. The mapping, rule by rule:
+- `require`  -> a transport-mode CHILD_SA with `start_action = trap`: the kernel holds an IPsec
+               policy for the filter's selectors, the first matching packet makes charon
+               negotiate, and nothing matching ever leaves in clear.
+- `permit`   -> a `pass` shunt, `block` -> a `drop` shunt, both in a connection whose peer is
+               127.0.0.1 so that no real peer can ever select it.
+- respond    -> (Client (Respond Only), the default response rule) a connection that accepts IKE
+               from any peer with `start_action = none`: nothing is installed until a peer asks,
+               and then only the selectors the peer proposed.
+Windows orders filters by weight, most specific first, whatever their action; strongSwan's own
+priorities put every pass shunt above every IPsec policy. So each rule gets an explicit
+`priority` computed from its specificity (lower value = wins in the kernel).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Security, Topology
+
+# Modern defaults; the Windows-era suites (3DES/SHA1/MODP1024) come with per-rule methods.
+IKE_PROPOSALS = {1: ["aes256-sha256-modp2048"], 2: ["aes256-sha256-modp2048"]}
+ESP_PROPOSALS = ["aes256gcm16", "aes256-sha256"]
+AH_PROPOSALS = ["sha256"]
+
+SHUNT_CONN = "shunts"  # never selected by a real peer: its remote is 127.0.0.1
+RESPOND_CONN = "respond"
+
+
+def traffic_selectors(prefixes, protocol: str | None, port: int | None) -> list[str]:
+    """strongSwan TS strings, e.g. `10.10.2.20/32[tcp/80]`; `[tcp]` for any port."""
+    if protocol is None:
+        suffix = ""
+    elif port is None:
+        suffix = f"[{protocol}]"
+    else:
+        suffix = f"[{protocol}/{port}]"
+    return [f"{p}{suffix}" for p in prefixes]
+
+
+def local_and_remote(host: Host, flt: Filter) -> tuple[list[str], list[str], Endpoint]:
+    """Selectors seen from `host`: the `me` side is local. Returns (local_ts, remote_ts, peer)."""
+    if flt.source.kind == "me":
+        me, my_port, peer, peer_port = flt.source, flt.source_port, flt.destination, flt.destination_port
+    else:
+        me, my_port, peer, peer_port = flt.destination, flt.destination_port, flt.source, flt.source_port
+    local = traffic_selectors(me.prefixes_for(host), flt.protocol, my_port)
+    remote = traffic_selectors(peer.prefixes_for(host), flt.protocol, peer_port)
+    return local, remote, peer
+
+
+def priority(rule: Rule, host: Host) -> int:
+    """Windows filter weight as a kernel priority: more specific selectors win, ties go to
+    block, then permit, then negotiate (the safe order)."""
+    flt = rule.filter
+    width = 0
+    for ep in (flt.source, flt.destination):
+        prefixes = ep.prefixes_for(host)
+        width += min((p.prefixlen for p in prefixes), default=0)
+    specific = width * 8
+    specific += 4 if (flt.source_port or flt.destination_port) else 0
+    specific += 2 if flt.protocol is not None else 0
+    tie = {Action.BLOCK: 0, Action.PERMIT: 1, Action.REQUIRE: 2}[rule.action]
+    return 10_000 - specific * 4 + tie
+
+
+def _proposals(security: tuple[Security, ...]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for method in security or (Security.ESP,):
+        if method is Security.ESP:
+            out.setdefault("esp_proposals", []).extend(ESP_PROPOSALS)
+        elif method is Security.AH:
+            out.setdefault("ah_proposals", []).extend(AH_PROPOSALS)
+    return out
+
+
+def _peer_addresses(peer: Endpoint, host: Host) -> list[str]:
+    """IKE peers of a Negotiate rule: the addresses when the peer side is hosts or /32s,
+    otherwise any (charon takes the peer from the packet that triggered the trap)."""
+    prefixes = peer.prefixes_for(host)
+    if prefixes and all(p.prefixlen == 32 for p in prefixes):
+        return [str(p.network_address) for p in prefixes]
+    return ["%any"]
+
+
+def require_connection(topology: Topology, host: Host, rule: Rule) -> dict:
+    local_ts, remote_ts, peer = local_and_remote(host, rule.filter)
+    peers = _peer_addresses(peer, host)
+    child = {
+        "mode": "transport",
+        "local_ts": local_ts,
+        "remote_ts": remote_ts,
+        "start_action": "trap",
+        "priority": str(priority(rule, host)),
+        **_proposals(rule.security),
+    }
+    return {
+        "version": str(topology.ike_version),
+        "local_addrs": [str(a) for a in host.addresses],
+        "remote_addrs": peers,
+        "proposals": IKE_PROPOSALS[topology.ike_version],
+        "mobike": "no",  # stay on UDP 500 as Windows peers do; 4500 only for NAT traversal
+        "local-1": {"auth": "psk", "id": str(host.addresses[0])},
+        "remote-1": {"auth": "psk", "id": peers[0] if len(peers) == 1 else "%any"},
+        "children": {rule.name: child},
+    }
+
+
+def shunt_child(host: Host, rule: Rule) -> dict:
+    local_ts, remote_ts, _ = local_and_remote(host, rule.filter)
+    return {
+        "mode": "pass" if rule.action is Action.PERMIT else "drop",
+        "local_ts": local_ts,
+        "remote_ts": remote_ts,
+        "start_action": "trap",
+        "priority": str(priority(rule, host)),
+    }
+
+
+def respond_connection(topology: Topology, host: Host) -> dict:
+    """Client (Respond Only) / the default response rule: accept what a peer proposes."""
+    return {
+        "version": str(topology.ike_version),
+        "local_addrs": [str(a) for a in host.addresses],
+        "remote_addrs": ["%any"],
+        "proposals": IKE_PROPOSALS[topology.ike_version],
+        "mobike": "no",
+        "local-1": {"auth": "psk", "id": str(host.addresses[0])},
+        "remote-1": {"auth": "psk", "id": "%any"},
+        "children": {
+            "respond": {
+                "mode": "transport",
+                "local_ts": ["dynamic"],
+                "remote_ts": ["dynamic"],
+                "start_action": "none",
+                "esp_proposals": ESP_PROPOSALS,
+                "ah_proposals": AH_PROPOSALS,
+            }
+        },
+    }
+
+
+def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
+    """All connections one IPsec host loads, by name. Empty for a host without a policy."""
+    if not host.policy:
+        return {}
+    policy: Policy = topology.policy(host.policy)
+    conns: dict[str, dict] = {}
+    shunts: dict[str, dict] = {}
+    for rule in policy.rules:
+        if rule.action is Action.REQUIRE:
+            conns[f"rule-{rule.name}"] = require_connection(topology, host, rule)
+        else:
+            shunts[rule.name] = shunt_child(host, rule)
+    if shunts:
+        conns[SHUNT_CONN] = {
+            "version": str(topology.ike_version),
+            "remote_addrs": ["127.0.0.1"],
+            "local-1": {"auth": "psk"},
+            "remote-1": {"auth": "psk"},
+            "children": shunts,
+        }
+    if policy.respond:
+        conns[RESPOND_CONN] = respond_connection(topology, host)
+    return conns
+
+
+def covers(ts: str, address: str, protocol: str, port: int) -> bool:
+    """Does a strongSwan TS string as listed by list-sas (`10.10.2.20/32[tcp/http]` or
+    `10.10.2.20/32[tcp/80]`) cover this address, protocol and port?"""
+    net, _, rest = ts.partition("[")
+    if ipaddress.ip_address(address) not in ipaddress.ip_network(net, strict=False):
+        return False
+    if not rest:
+        return True
+    proto, _, p = rest.rstrip("]").partition("/")
+    if proto not in (protocol, str({"tcp": 6, "udp": 17}.get(protocol))):
+        return False
+    if not p or p in ("%any", "0"):
+        return True
+    if p.isdigit():
+        return int(p) == port
+    if "-" in p and all(x.isdigit() for x in p.split("-")):
+        lo, hi = (int(x) for x in p.split("-"))
+        return lo <= port <= hi
+    return _SERVICE_PORTS.get(p) == port
+
+
+# charon prints well-known ports by name in list-sas traffic selectors.
+_SERVICE_PORTS = {"http": 80, "https": 443, "smtp": 25, "pop3": 110, "imap": 143, "imap2": 143,
+                  "ldap": 389, "kerberos": 88, "domain": 53, "epmap": 135, "msft-gc": 3268}

@@ -1,0 +1,157 @@
+"""One strongSwan charon per IPsec host, each in its namespace, driven only over VICI.
+
+Runs inside the lab kernel. charon gets its own strongswan.conf (plugins, VICI socket, log file)
+and a private /run (`ip netns exec` already gives it a private mount namespace), so pid files of
+several daemons do not clash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import vici
+
+CHARON = "/usr/lib/ipsec/charon"
+# An explicit plugin list: the default loads ~70 plugins, which is slow in the guest and
+# brings in plugins (stroke, forecast) that read host files or join multicast groups.
+PLUGINS = "random nonce openssl kdf pem pkcs1 x509 pubkey revocation constraints kernel-netlink socket-default vici"
+EVENTS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]
+
+CONF = """charon {{
+  load = {plugins}
+  install_routes = no
+  retransmit_tries = 3
+  plugins {{
+    vici {{
+      socket = unix://{socket}
+    }}
+  }}
+  syslog {{
+    daemon {{
+      default = -1
+    }}
+  }}
+  filelog {{
+    lab {{
+      path = {log}
+      time_format = %H:%M:%S
+      ike_name = yes
+      flush_line = yes
+      default = 1
+      ike = 1
+      cfg = 1
+      knl = 1
+    }}
+  }}
+}}
+"""
+
+
+def decode(value):
+    """VICI answers in bytes inside OrderedDicts; the lab works in str and plain dicts."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+class Charon:
+    """A charon process in a namespace, its VICI session and a recorder of its SA events."""
+
+    def __init__(self, host: str, ns: str, workdir: str):
+        self.host, self.ns = host, ns
+        self.dir = os.path.join(workdir, host)
+        self.socket_path = os.path.join(self.dir, "charon.vici")
+        self.log_path = os.path.join(self.dir, "charon.log")
+        self.proc: subprocess.Popen | None = None
+        self.session: vici.Session | None = None
+        self.events: list[dict] = []
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    def start(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        conf = os.path.join(self.dir, "strongswan.conf")
+        with open(conf, "w") as f:
+            f.write(CONF.format(plugins=PLUGINS, socket=self.socket_path, log=self.log_path))
+        if os.path.exists(self.socket_path):  # charon 5.9 leaves its socket behind
+            os.unlink(self.socket_path)
+        env = dict(os.environ, STRONGSWAN_CONF=conf)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def connect(self, deadline: float) -> None:
+        """Wait for the VICI socket (charon takes ~1 s in the guest), then open the session."""
+        while True:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"charon on {self.host} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                self.session = vici.Session(self._sock())
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"charon on {self.host}: no VICI socket at {self.socket_path} after waiting")
+                time.sleep(0.05)
+        self._listener = threading.Thread(target=self._listen, name=f"events-{self.host}", daemon=True)
+        self._listener.start()
+
+    def _sock(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(self.socket_path)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def _listen(self) -> None:
+        # listen() takes over its session: events get a socket of their own.
+        try:
+            for label, event in vici.Session(self._sock()).listen(EVENTS, timeout=0.2):
+                if self._stop.is_set():
+                    return
+                if label is None:
+                    continue
+                self.events.append({"t": time.time(), "event": label.decode(), "data": decode(event)})
+        except Exception as exc:  # the daemon went away during teardown
+            if not self._stop.is_set():
+                self.events.append({"t": time.time(), "event": "listener-error", "data": str(exc)})
+
+    def load(self, conns: dict, psk: str) -> None:
+        # No owners: the key applies to any peer; the lab has one key per run.
+        self.session.load_shared({"type": "IKE", "data": psk})
+        for name, conn in conns.items():
+            try:
+                self.session.load_conn({name: conn})
+            except vici.exception.CommandException as exc:
+                raise RuntimeError(f"charon on {self.host} refused connection {name!r}: {exc}") from None
+
+    def list_sas(self) -> list[dict]:
+        return [decode(sa) for sa in self.session.list_sas()]
+
+    def list_policies(self) -> list[dict]:
+        return [decode(p) for p in self.session.list_policies({"trap": "yes", "pass": "yes", "drop": "yes"})]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def reap(self, grace: float) -> None:
+        if not self.proc:
+            return
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

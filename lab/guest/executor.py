@@ -1,0 +1,157 @@
+"""Run one plan on this kernel: bring the hosts up, send the probes, record, tear everything down.
+
+Invoked as `python -m lab.guest.executor PLAN SECRETS WORKDIR`, either inside the User-Mode
+Linux guest or directly on a host kernel that has ESP and AH. It imports only the standard
+library and `vici`, because in the guest every import costs a multiple of the host's. It
+writes `results.json`, the captures and the daemons' logs to the plan's `outdir` and prints
+progress as `@@lab {json}` lines for the host to display. Whatever happens, every namespace
+and process it started is gone when it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from lab.guest import capture, charon, netns, traffic
+
+PROGRESS = "@@lab "
+
+
+def progress(phase: str, message: str, **extra) -> None:
+    print(PROGRESS + json.dumps({"phase": phase, "message": message, "t": time.time(), **extra}), flush=True)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+class Run:
+    def __init__(self, plan: dict, psk: str, workdir: str):
+        self.plan, self.psk, self.workdir = plan, psk, workdir
+        self.outdir = plan["outdir"]
+        self.charons: dict[str, charon.Charon] = {}
+        self.captures: list[capture.Capture] = []
+        self.listeners = traffic.Listeners()
+        self.results: dict = {"format": 1, "run_id": plan["run_id"], "timings": {}, "errors": []}
+        self._t = time.monotonic()
+
+    def _phase_done(self, name: str) -> None:
+        now = time.monotonic()
+        self.results["timings"][name] = round(now - self._t, 3)
+        self._t = now
+
+    def bring_up(self) -> None:
+        hosts = self.plan["hosts"]
+        progress("bring-up", f"{len(hosts)} hosts, {len(self.plan['networks'])} networks")
+        netns.create(self.plan)
+        os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
+        self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
+                         for n in self.plan["networks"]]
+        for h in hosts:
+            if h["charon"] is not None:
+                self.charons[h["name"]] = charon.Charon(h["name"], h["ns"], self.workdir)
+        for c in self.charons.values():
+            c.start()
+        deadline = time.monotonic() + 30
+        for h in hosts:
+            c = self.charons.get(h["name"])
+            if c:
+                c.connect(deadline)
+                c.load(h["charon"]["conns"], self.psk)
+                progress("bring-up", f"charon on {h['name']}: {len(h['charon']['conns'])} connections loaded")
+        self.listeners.start(hosts)
+        for cap in self.captures:
+            cap.wait_ready(deadline)
+        self._phase_done("bring_up")
+
+    def probe(self) -> None:
+        progress("probes", f"{len(self.plan['probes'])} probes, concurrently")
+        self.results["probes"] = traffic.run_probes(self.plan)
+        time.sleep(0.3)  # let the last frames reach the captures before they stop
+        self.results["received"] = list(self.listeners.received)
+        self._phase_done("probes")
+
+    def collect(self) -> None:
+        progress("collect", "SAs, policies and XFRM state from every IPsec host")
+        sas, policies, xfrm, events = {}, {}, {}, {}
+        for name, c in self.charons.items():
+            sas[name] = c.list_sas()
+            policies[name] = c.list_policies()
+            events[name] = c.events
+        for h in self.plan["hosts"]:
+            xfrm[h["name"]] = self._xfrm(h["ns"]) if h["charon"] is not None else None
+        self.results.update(sas=sas, policies=policies, xfrm=xfrm, events=events)
+        self._phase_done("collect")
+
+    @staticmethod
+    def _xfrm(ns: str) -> dict:
+        # `nokeys`: XFRM state carries the session keys, which must never reach a report.
+        state = subprocess.run(["ip", "-n", ns, "-s", "xfrm", "state", "list", "nokeys"],
+                               capture_output=True, text=True).stdout
+        policy = subprocess.run(["ip", "-n", ns, "xfrm", "policy", "list"], capture_output=True, text=True).stdout
+        with netns.inside(ns):
+            with open("/proc/thread-self/net/xfrm_stat") as f:
+                stat = {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+        return {"state": state, "policy": policy, "stat": stat}
+
+    def tear_down(self) -> None:
+        self.listeners.stop()
+        for cap in self.captures:
+            cap.stop()
+        for c in self.charons.values():
+            c.stop()
+        for cap in self.captures:
+            cap.reap(grace=3)
+        for c in self.charons.values():
+            c.reap(grace=3)
+        logs = os.path.join(self.outdir, "logs")
+        os.makedirs(logs, exist_ok=True)
+        for name, c in self.charons.items():
+            if os.path.exists(c.log_path):
+                shutil.copy(c.log_path, os.path.join(logs, f"charon-{name}.log"))
+        netns.destroy([self.plan["switch_ns"]] + [h["ns"] for h in self.plan["hosts"]])
+        self._phase_done("teardown")
+
+    def write(self) -> None:
+        path = os.path.join(self.outdir, "results.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(self.results, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+
+def main(argv: list[str]) -> int:
+    plan_path, secrets_path, workdir = argv
+    signal.signal(signal.SIGTERM, _terminate)
+    with open(plan_path) as f:
+        plan = json.load(f)
+    with open(secrets_path) as f:
+        psk = json.load(f)["psk"]
+    os.unlink(secrets_path)  # read once; nothing on disk holds the key after this
+    os.makedirs(workdir, exist_ok=True)
+    run = Run(plan, psk, workdir)
+    status = 0
+    try:
+        run.bring_up()
+        run.probe()
+        run.collect()
+    except BaseException as exc:  # record, then tear down whatever was started
+        run.results["errors"].append(f"{type(exc).__name__}: {exc}")
+        progress("error", str(exc) or type(exc).__name__)
+        status = 1 if isinstance(exc, Exception) else 130
+    finally:
+        try:
+            run.tear_down()
+        finally:
+            run.write()
+    progress("done", "torn down", status=status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,181 @@
+"""Real sockets between lab hosts: a listener per declared service, a probe per expectation.
+
+Runs inside the lab kernel, all in one process: each socket is created inside its host's
+namespace (setns on the creating thread) and keeps that namespace for life, so listeners and
+probes cost threads, not process starts. A listener answers `LABOK <marker>` to whatever
+it receives; the probe counts as delivered only when that answer comes back.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from lab.guest.netns import inside
+
+REPLY = b"LABOK "
+
+
+class Listeners:
+    """TCP and UDP echo-style servers in every host namespace; records what each received."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._socks: list[socket.socket] = []
+
+    def start(self, hosts: list[dict]) -> None:
+        for h in hosts:
+            for svc in h["listeners"]:
+                with inside(h["ns"]):
+                    s = self._bind(svc["protocol"], svc["port"])
+                self._socks.append(s)
+                target = self._serve_tcp if svc["protocol"] == "tcp" else self._serve_udp
+                t = threading.Thread(target=target, args=(h["name"], svc, s), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    @staticmethod
+    def _bind(protocol: str, port: int) -> socket.socket:
+        kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        s = socket.socket(socket.AF_INET, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        if protocol == "tcp":
+            s.listen(64)
+        s.settimeout(0.2)
+        return s
+
+    def _record(self, host: str, svc: dict, peer, data: bytes) -> bytes | None:
+        marker = _find_marker(data)
+        self.received.append({"host": host, "protocol": svc["protocol"], "port": svc["port"],
+                              "peer": f"{peer[0]}:{peer[1]}", "marker": marker, "t": time.time()})
+        return REPLY + marker.encode() + b"\n" if marker else None
+
+    def _serve_tcp(self, host: str, svc: dict, s: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = s.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._handle_tcp, args=(host, svc, conn, peer), daemon=True).start()
+
+    def _handle_tcp(self, host: str, svc: dict, conn: socket.socket, peer) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while chunk := conn.recv(4096):  # the probe half-closes after its payload
+                    data += chunk
+                answer = self._record(host, svc, peer, data)
+                if answer:
+                    conn.sendall(answer)
+            except OSError:
+                pass
+
+    def _serve_udp(self, host: str, svc: dict, s: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = s.recvfrom(4096)
+            except (socket.timeout, OSError):
+                continue
+            answer = self._record(host, svc, peer, data)
+            if answer:
+                s.sendto(answer, peer)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=1)
+        for s in self._socks:
+            s.close()
+
+
+def _find_marker(data: bytes) -> str | None:
+    start = data.find(b"LABPROBE-")
+    if start < 0:
+        return None
+    end = start
+    while end < len(data) and (chr(data[end]).isalnum() or data[end] in b"-"):
+        end += 1
+    return data[start:end].decode()
+
+
+def run_probe(probe: dict, ns: str) -> dict:
+    """Send the probe's payload and wait for the listener's answer, within the probe's timeout."""
+    kind = socket.SOCK_STREAM if probe["protocol"] == "tcp" else socket.SOCK_DGRAM
+    with inside(ns):
+        s = socket.socket(socket.AF_INET, kind)
+    result = {"id": probe["id"], "delivered": False, "error": None, "sport": None,
+              "t_start": time.time(), "t_end": None, "t_reply": None}
+    deadline = time.monotonic() + probe["timeout"]
+    payload = probe["payload"].encode()
+    try:
+        s.bind((probe["src_address"], 0))
+        result["sport"] = s.getsockname()[1]
+        dst = (probe["dst_address"], probe["port"])
+        if probe["protocol"] == "tcp":
+            answer = _tcp_exchange(s, dst, payload, deadline)
+        else:
+            answer = _udp_exchange(s, dst, payload, deadline)
+        if answer and answer.startswith(REPLY + probe["marker"].encode()):
+            result["delivered"] = True
+            result["t_reply"] = time.time()
+    except socket.timeout:
+        result["error"] = "timed out"
+    except OSError as exc:
+        result["error"] = exc.strerror or str(exc)
+    finally:
+        s.close()
+        result["t_end"] = time.time()
+    return result
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout()
+    return left
+
+
+def _tcp_exchange(s: socket.socket, dst, payload: bytes, deadline: float) -> bytes:
+    s.settimeout(_remaining(deadline))
+    s.connect(dst)  # the kernel retries the SYN (1 s, 3 s) while IKE brings up a trapped SA
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        s.settimeout(_remaining(deadline))
+        chunk = s.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _udp_exchange(s: socket.socket, dst, payload: bytes, deadline: float) -> bytes | None:
+    # The first datagram through a trap is dropped while IKE runs: resend every half second.
+    while True:
+        s.sendto(payload, dst)
+        s.settimeout(min(0.5, _remaining(deadline)))
+        try:
+            data, _ = s.recvfrom(4096)
+            return data
+        except socket.timeout:
+            _remaining(deadline)
+
+
+def run_probes(plan: dict) -> list[dict]:
+    ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
+    results: dict[str, dict] = {}
+
+    def worker(p):
+        results[p["id"]] = run_probe(p, ns_of[p["src"]])
+
+    threads = [threading.Thread(target=worker, args=(p,), daemon=True) for p in plan["probes"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [results[p["id"]] for p in plan["probes"]]

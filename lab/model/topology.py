@@ -1,0 +1,201 @@
+"""The topology model: what a policy designer wrote, validated and resolved.
+
+Plain frozen dataclasses, no behaviour beyond lookups. The loader (lab.model.load) is the
+only thing that builds them; everything downstream (compile, verdicts, report) reads them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+
+IPv4Address = ipaddress.IPv4Address
+IPv4Network = ipaddress.IPv4Network
+
+
+class Result(str, Enum):
+    """What happened to one flow, as seen on the wire."""
+
+    ESP = "esp"  # delivered, carried in ESP (IP protocol 50)
+    AH = "ah"  # delivered, carried in AH (IP protocol 51)
+    AH_ESP = "ah+esp"  # delivered, AH around ESP
+    CLEAR = "clear"  # delivered, unprotected
+    DROPPED = "dropped"  # not delivered
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(str, Enum):
+    """Windows filter actions."""
+
+    PERMIT = "permit"
+    BLOCK = "block"
+    REQUIRE = "require"
+
+
+class Security(str, Enum):
+    """Windows security methods (the IPsec protocol a Negotiate rule asks for)."""
+
+    ESP = "esp"
+    AH = "ah"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One protocol and port a host listens on and a probe connects to."""
+
+    name: str  # "http", or the literal itself ("tcp/8080")
+    protocol: str  # "tcp" or "udp"
+    port: int
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a value came from, so later checks can name file, line and field."""
+
+    file: str
+    line: int
+    field: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}"
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    subnet: IPv4Network
+
+
+@dataclass(frozen=True)
+class Interface:
+    network: str
+    address: IPv4Address
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a filter: `me`, `any`, a host, an IP address or a subnet, resolved."""
+
+    kind: str  # "me" | "any" | "host" | "address" | "subnet"
+    text: str  # as written, for messages and connection names
+    networks: tuple[IPv4Network, ...]  # resolved prefixes; empty for "me" until compiled per host
+
+    def prefixes_for(self, host: Host) -> tuple[IPv4Network, ...]:
+        """The prefixes this endpoint means when `host` applies the rule."""
+        if self.kind == "me":
+            return tuple(ipaddress.ip_network(f"{i.address}/32") for i in host.interfaces)
+        return self.networks
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A Windows IP filter: addresses, protocol and ports; mirrored by default."""
+
+    source: Endpoint
+    destination: Endpoint
+    protocol: str | None  # None = any IP protocol; "tcp", "udp", "icmp" or a number as text
+    source_port: int | None
+    destination_port: int | None
+    mirrored: bool = True
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    filter: Filter
+    action: Action
+    security: tuple[Security, ...] = ()  # ordered offers, for `require`
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An IPsec policy assigned to hosts. `respond` = the default response rule is active."""
+
+    name: str
+    description: str
+    rules: tuple[Rule, ...]
+    respond: bool  # answers IKE from any peer (Client (Respond Only) and the default response rule)
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: str
+    interfaces: tuple[Interface, ...]
+    gateway: str | None = None
+    policy: str | None = None  # None: the host speaks no IPsec
+    services: tuple[Service, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[IPv4Address, ...]:
+        return tuple(i.address for i in self.interfaces)
+
+    @property
+    def forwards(self) -> bool:
+        """A host on two or more networks routes between them."""
+        return len(self.interfaces) > 1
+
+    def address_on(self, network: str) -> IPv4Address | None:
+        for i in self.interfaces:
+            if i.network == network:
+                return i.address
+        return None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One flow the designer predicts, with the result the wire must show."""
+
+    source: str  # host name
+    destination: str  # host name
+    service: Service
+    result: Result
+    where: Where | None = field(default=None, compare=False)
+
+    @property
+    def id(self) -> str:
+        """Stable, readable id used as the pytest case id and in reports."""
+        return f"{self.source}->{self.destination}:{self.service.name}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    description: str
+    path: str
+    ike_version: int
+    auth_method: str
+    networks: tuple[Network, ...]
+    hosts: tuple[Host, ...]
+    policies: tuple[Policy, ...]
+    expectations: tuple[Expectation, ...]
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def network(self, name: str) -> Network:
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def policy(self, name: str) -> Policy:
+        for p in self.policies:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def ipsec_hosts(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.policy)

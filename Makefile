@@ -1,0 +1,67 @@
+# make lab   installs what is missing, then runs the main job (tox -e lab: the conformance suite)
+# make test  installs what is missing, then runs the unit tests and the conformance suite
+# Both need root: the lab creates namespaces, loads charon and captures packets.
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := .lab
+APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
+	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
+	patchelf python3-venv ca-certificates
+
+.PHONY: setup lab test unit conformance verify bench clean cleanup help
+
+help:
+	@echo "make lab    install what is missing, run the conformance suite on every topology (tox -e lab)"
+	@echo "make test   install what is missing, run unit tests and the conformance suite"
+	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
+	@echo "make bench  time lab verify (guest boot, bring-up, probes, teardown) into bench/results/"
+	@echo "make cleanup  remove what a killed run left behind"
+
+setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/uml
+
+$(STAMP)/apt:
+	@mkdir -p $(STAMP)
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "setup: Debian packages present"; fi
+	@touch $@
+
+$(STAMP)/venv: pyproject.toml $(STAMP)/apt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+$(STAMP)/uml: tools/install-uml-kernel.sh $(STAMP)/apt
+	tools/install-uml-kernel.sh
+	@touch $@
+
+lab: setup
+	$(BIN)/tox -e lab
+
+unit: setup
+	$(BIN)/python -m pytest tests -q
+
+conformance: setup
+	$(BIN)/tox -e lab
+
+test: unit conformance
+
+TOPOLOGY ?= topologies/exchange-fe-be-http.yaml
+verify: setup
+	$(BIN)/lab verify $(TOPOLOGY)
+
+bench: setup
+	$(BIN)/python bench/bench_verify.py $(TOPOLOGY)
+
+cleanup:
+	$(BIN)/lab cleanup
+
+clean: cleanup
+	rm -rf $(VENV) .tox $(STAMP) reports

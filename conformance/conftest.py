@@ -1,0 +1,99 @@
+"""Conformance: every expectation of every topology in topologies/ is its own pytest case.
+
+One live lab per topology, shared by its cases (the first case that needs it runs it). The
+lab runs on a kernel with ESP/AH: the host's if it has them, otherwise a UML guest; these
+cases never skip. LAB_TOPOLOGIES=glob narrows the set; LAB_KERNEL picks the kernel.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from lab import runner
+from lab.model.load import load_topology
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = ROOT / "reports" / "conformance"
+
+
+def topology_files() -> list[str]:
+    pattern = os.environ.get("LAB_TOPOLOGIES", str(ROOT / "topologies" / "*.yaml"))
+    return sorted(glob.glob(pattern))
+
+
+class LabRuns:
+    """Runs each topology at most once per session and remembers what it concluded."""
+
+    def __init__(self):
+        self.reports: dict[str, object] = {}
+        self.psk: dict[str, str] = {}
+        self.output: dict[str, list[str]] = {}
+
+    def get(self, path: str):
+        if path not in self.reports:
+            self.psk[path] = "conformance-" + secrets.token_urlsafe(18)
+            lines = self.output.setdefault(path, [])
+            report_dir = REPORTS / Path(path).stem
+            try:
+                result = runner.run(path, str(report_dir), kernel=os.environ.get("LAB_KERNEL", "auto"),
+                                    on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
+                                    psk=self.psk[path])
+            except Exception as exc:  # every case of this topology fails with the same reason
+                result = exc
+            else:
+                from lab import report as reports
+                reports.write_all(result, str(report_dir))
+            self.reports[path] = result
+        result = self.reports[path]
+        if isinstance(result, Exception):
+            pytest.fail(f"the lab could not run {path}: {result}", pytrace=False)
+        return result
+
+
+@pytest.fixture(scope="session")
+def lab_runs() -> LabRuns:
+    return LabRuns()
+
+
+def pytest_generate_tests(metafunc):
+    if "expectation_case" in metafunc.fixturenames:
+        params, ids = [], []
+        for path in topology_files():
+            topo = load_topology(path)
+            for exp in topo.expectations:
+                params.append((path, exp.id))
+                ids.append(f"{topo.name}::{exp.id}")
+        metafunc.parametrize("expectation_case", params, ids=ids)
+    if "topology_path" in metafunc.fixturenames:
+        paths = topology_files()
+        metafunc.parametrize("topology_path", paths, ids=[Path(p).stem for p in paths])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Show each topology's verdicts the way `lab verify` does, under pytest's own summary."""
+    runs = getattr(config, "_lab_runs", None)
+    if not runs:
+        return
+    from rich.console import Console
+
+    from lab.report.table import print_sas, print_summary, print_verdicts
+
+    console = Console(file=terminalreporter._tw._file, width=120, force_terminal=False)
+    for path, result in runs.reports.items():
+        if isinstance(result, Exception):
+            continue
+        console.rule(f"{result.topology}  ({path})")
+        print_verdicts(result, console)
+        print_sas(result, console)
+        print_summary(result, console)
+        console.print(f"report: {REPORTS / Path(path).stem / 'report.html'}", highlight=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _expose_runs(request, lab_runs):
+    request.config._lab_runs = lab_runs

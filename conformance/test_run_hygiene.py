@@ -1,0 +1,38 @@
+"""What every run must also guarantee: evidence for B14, no leaked key, nothing left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab import cleanup
+from conftest import REPORTS
+
+
+def test_sas_listed_for_protected_flows(topology_path, lab_runs):
+    """B14: every flow judged esp or ah is backed by an installed SA that carried bytes."""
+    report = lab_runs.get(topology_path)
+    for v in report.verdicts:
+        if v.observed in ("esp", "ah", "ah+esp"):
+            assert v.evidence.sa is not None, f"{v.id}: protected on the wire but no SA found in list-sas"
+            rows = [r for r in report.sas if r.host == v.evidence.sa.host and r.spi_in == v.evidence.sa.spi_in]
+            assert rows and rows[0].state == "INSTALLED" and rows[0].bytes_out + rows[0].bytes_in > 0, \
+                f"{v.id}: SA {v.evidence.sa.child} on {v.evidence.sa.host} carried no bytes"
+
+
+def test_no_secret_in_report(topology_path, lab_runs):
+    report = lab_runs.get(topology_path)
+    psk = lab_runs.psk[topology_path].encode()
+    folder = REPORTS / Path(topology_path).stem
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files, f"no report written in {folder}"
+    leaking = [str(p) for p in files if psk in p.read_bytes()]
+    assert not leaking, f"the preshared key appears in {leaking}"
+    assert not any(psk.decode() in line for line in lab_runs.output[topology_path])
+    assert report.run_id
+
+
+def test_nothing_left_behind(topology_path, lab_runs):
+    report = lab_runs.get(topology_path)
+    assert not (cleanup.state_dir() / report.run_id).exists(), "run directory left behind"
+    assert not cleanup.processes_of({report.run_id}), "processes of the run still alive"
+    assert not cleanup.namespaces_of({report.run_id}), "namespaces of the run still present"

@@ -1,0 +1,173 @@
+"""`lab`: validate, compile and verify IPsec policy designs on a real kernel.
+
+Exit status: 0 every expectation holds; 1 some expectation does not; 2 bad input or a missing
+tool; 3 the lab itself could not run (guest or daemon failure); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from rich.console import Console
+
+from lab.errors import LabError, TopologyError
+
+EPILOG = """\
+examples:
+  lab verify topologies/exchange-fe-be-http.yaml
+  lab verify my-design.yaml --report reports/my-design
+  lab validate topologies/*.yaml
+  lab compile topologies/exchange-fe-be-http.yaml --host fe
+  lab cleanup
+
+exit status: 0 all expectations hold, 1 some do not, 2 bad input or missing tool,
+3 the lab could not run, 130 interrupted.
+"""
+
+
+def _progress_printer(console: Console):
+    t0 = time.monotonic()
+
+    def show(event: dict) -> None:
+        console.print(f"[dim]{time.monotonic() - t0:6.1f}s[/dim]  [cyan]{event.get('phase', ''):<9}[/cyan] "
+                      f"{event.get('message', '')}", highlight=False)
+    return show
+
+
+def cmd_verify(args, out: Console, err: Console) -> int:
+    from lab import report as reports
+    from lab import runner
+    from lab.report.table import print_sas, print_summary, print_verdicts
+
+    report_dir = args.report or f"reports/{_stem(args.topology)}"
+    result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=_progress_printer(err))
+    written = reports.write_all(result, report_dir)
+    out.print()
+    print_verdicts(result, out)
+    if not args.no_sas:
+        print_sas(result, out)
+    print_summary(result, out)
+    for e in result.errors:
+        err.print(f"[red]lab run error:[/red] {e}", highlight=False)
+    out.print(f"report: {written.get('html', report_dir)}", highlight=False)
+    if result.errors and not result.verdicts:
+        return 3
+    return 0 if result.ok else 1
+
+
+def cmd_validate(args, out: Console, err: Console) -> int:
+    from lab.compile.plan import build_plan
+    from lab.model.load import load_topology
+
+    status = 0
+    for path in args.topology:
+        try:
+            topo = load_topology(path)
+            build_plan(topo, "check", "/nonexistent")
+        except TopologyError as exc:
+            err.print(str(exc), highlight=False, markup=False)
+            status = 2
+            continue
+        out.print(f"{path}: ok: {len(topo.hosts)} hosts, {len(topo.ipsec_hosts)} speak IPsec, "
+                  f"{len(topo.expectations)} expectations", highlight=False)
+    return status
+
+
+def cmd_compile(args, out: Console, err: Console) -> int:
+    from lab.compile.strongswan import compile_host
+    from lab.model.load import load_topology
+
+    topo = load_topology(args.topology)
+    hosts = [topo.host(args.host)] if args.host else topo.ipsec_hosts
+    if args.host and args.host not in {h.name for h in topo.hosts}:
+        raise LabError(f"--host: no host {args.host!r} in {args.topology}")
+    doc = {h.name: compile_host(topo, h) for h in hosts}
+    out.print_json(json.dumps(doc))
+    return 0
+
+
+def cmd_cleanup(args, out: Console, err: Console) -> int:
+    from lab import cleanup
+
+    removed = cleanup.sweep(everything=args.all)
+    for r in removed:
+        out.print(f"removed {r}", highlight=False)
+    if not removed:
+        out.print("nothing to clean up")
+    return 0
+
+
+def cmd_doctor(args, out: Console, err: Console) -> int:
+    from lab import preflight
+
+    choice = preflight.choose_kernel("auto")
+    out.print(f"tools: ok\nkernel: {choice.describe()}", highlight=False)
+    return 0
+
+
+def _stem(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lab", description="Prove an IPsec policy design with real strongSwan daemons, a real "
+        "kernel data plane and packets on the wire.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("verify", help="bring the topology up, send every expected flow, judge it from the wire",
+                       description="Bring the topology up on a kernel with ESP/AH (a UML guest when this "
+                       "kernel has none), send one real probe per expectation, classify each from the "
+                       "captures as esp, ah, ah+esp, clear or dropped, print the verdicts and every "
+                       "host's SAs, write the report, and tear everything down.")
+    v.add_argument("topology", help="topology file (YAML)")
+    v.add_argument("--report", metavar="DIR", help="report folder (default: reports/<topology name>)")
+    v.add_argument("--kernel", choices=("auto", "host", "uml"), default="auto",
+                   help="where the data plane runs: auto = this kernel if it has ESP/AH, else a UML guest")
+    v.add_argument("--no-sas", action="store_true", help="do not print the SA table")
+    v.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("validate", help="check topology files without starting anything")
+    c.add_argument("topology", nargs="+")
+    c.set_defaults(func=cmd_validate)
+
+    k = sub.add_parser("compile", help="print the strongSwan connections each host would load (VICI load-conn)")
+    k.add_argument("topology")
+    k.add_argument("--host", help="only this host")
+    k.set_defaults(func=cmd_compile)
+
+    x = sub.add_parser("cleanup", help="remove guests, daemons, namespaces and files left by killed runs")
+    x.add_argument("--all", action="store_true", help="also end runs whose owner is still alive")
+    x.set_defaults(func=cmd_cleanup)
+
+    d = sub.add_parser("doctor", help="check tools and say which kernel the lab would use")
+    d.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # Piped into a file or CI log, rich would squeeze tables into 80 columns.
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+    out, err = Console(width=width), Console(stderr=True, width=width)
+    try:
+        return args.func(args, out, err)
+    except TopologyError as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        return exc.exit_code
+    except LabError as exc:
+        err.print(f"lab: error: {exc}", highlight=False, markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("lab: interrupted; everything the run started has been torn down", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""One lab run: load -> compile -> choose the kernel -> run the executor -> judge -> report.
+
+Everything a run creates lives in one run directory under the state directory, owned by this
+process (owner.pid) so that `lab cleanup` can tell a killed run's leftovers from a live one's.
+The run directory is removed when the run ends, however it ends; the report directory keeps
+the evidence (captures, daemon logs, results), with the preshared key scrubbed from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lab import cleanup, preflight
+from lab.compile.plan import build_plan
+from lab.errors import ProviderError
+from lab.model.load import load_topology
+from lab.providers.base import RunFiles
+from lab.verdicts.classify import child_sas, judge
+from lab.verdicts.model import RunReport
+from lab.verdicts.wire import read_capture
+
+ProgressFn = Callable[[dict], None]
+
+
+def _quiet(_event: dict) -> None:
+    pass
+
+
+def new_run_dir() -> tuple[str, RunFiles]:
+    run_id = secrets.token_hex(3)
+    rundir = cleanup.state_dir() / run_id
+    rundir.mkdir(parents=True, mode=0o700)
+    (rundir / "owner.pid").write_text(str(os.getpid()))
+    files = RunFiles(str(rundir))
+    os.makedirs(files.outdir)
+    return run_id, files
+
+
+def write_inputs(files: RunFiles, plan: dict, psk: str) -> None:
+    with open(files.plan, "w") as f:
+        json.dump(plan, f, indent=1)
+    fd = os.open(files.secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"psk": psk}, f)
+
+
+def run(topology_path: str, report_dir: str, kernel: str = "auto",
+        on_progress: ProgressFn = _quiet, psk: str | None = None) -> RunReport:
+    """Run one topology and judge it. `psk` is for tests that check the key never leaks."""
+    started = time.monotonic()
+    topology = load_topology(topology_path)
+    choice = preflight.choose_kernel(kernel)
+    on_progress({"phase": "kernel", "message": choice.describe()})
+    cleanup.sweep(on_progress)  # leftovers of killed runs go first
+    run_id, files = new_run_dir()
+    psk = psk or secrets.token_urlsafe(24)
+    try:
+        plan = build_plan(topology, run_id, files.outdir)
+        write_inputs(files, plan, psk)
+        provider = choice.provider(run_id, files)
+        on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
+        provider.run(on_progress)
+        results = _read_results(files)
+        report = judge_run(topology, plan, results, files.outdir)
+        report.run_id, report.kernel = run_id, choice.describe()
+        report.timings = {"guest_boot": round(provider.boot_seconds or 0.0, 3), **results.get("timings", {})}
+        report.artifacts = keep_artifacts(files.outdir, report_dir, psk)
+        report.timings["total"] = round(time.monotonic() - started, 3)
+        return report
+    finally:
+        shutil.rmtree(files.rundir, ignore_errors=True)
+
+
+def _read_results(files: RunFiles) -> dict:
+    path = Path(files.outdir, "results.json")
+    if not path.exists():
+        raise ProviderError(f"the executor wrote no results; console log: {files.console}")
+    return json.loads(path.read_text())
+
+
+def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
+    networks = [n["name"] for n in plan["networks"]]
+    packets = []
+    for net in networks:
+        packets += read_capture(net, os.path.join(outdir, "captures", f"{net}.pcap"))
+    rows = child_sas(results.get("sas", {}))
+    outcomes = {o["id"]: o for o in results.get("probes", [])}
+    verdicts = [
+        judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp)
+        for p, exp in zip(plan["probes"], topology.expectations) if p["id"] in outcomes
+    ]
+    ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
+    return RunReport(
+        topology=topology.name, description=topology.description, path=topology.path, run_id="",
+        kernel="", started=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings={},
+        verdicts=verdicts, sas=rows, ike_packets=ike, errors=list(results.get("errors", [])),
+    )
+
+
+def keep_artifacts(outdir: str, report_dir: str, psk: str) -> dict[str, str]:
+    """Copy captures, logs and raw results into the report, never letting the key through."""
+    kept = {}
+    for sub in ("captures", "logs"):
+        src = Path(outdir, sub)
+        if not src.is_dir():
+            continue
+        dst = Path(report_dir, sub)
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.iterdir()):
+            data = f.read_bytes().replace(psk.encode(), b"[preshared key removed]")
+            (dst / f.name).write_bytes(data)
+            kept[f"{sub}/{f.name}"] = f"{sub}/{f.name}"
+    raw = Path(outdir, "results.json")
+    if raw.exists():
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        Path(report_dir, "executor.json").write_text(raw.read_text().replace(psk, "[preshared key removed]"))
+        kept["executor.json"] = "executor.json"
+    return kept

@@ -1,0 +1,158 @@
+"""Judge each expectation from the wire: what the captures, the prober and the SAs show.
+
+The rules, in order:
+1. The listener's answer never came back: `dropped`.
+2. Any of the flow's own packets (its exact addresses, protocol and ports) crossed a network
+   unprotected: `clear`.
+3. Otherwise the IPsec packets attributed to the flow decide: AH around ESP `ah+esp`, AH `ah`,
+   ESP `esp`. An ESP packet is attributed when its SPI belongs to a CHILD_SA whose traffic
+   selectors cover the flow and it crossed between the two addresses while the probe ran; an
+   AH packet shows its inner ports, so it is matched exactly.
+4. Delivered, but nothing of it seen on any network: `unobserved`, which never passes.
+"""
+
+from __future__ import annotations
+
+from lab.compile.strongswan import covers
+from lab.verdicts.model import ChildSa, Evidence, SaRef, SegmentCount, Verdict
+from lab.verdicts.wire import Packet, has_readable
+
+SLACK = 0.5  # seconds around a probe's lifetime in which its IPsec packets may be seen
+
+
+def child_sas(sas: dict[str, list[dict]]) -> list[ChildSa]:
+    """Flatten each host's list-sas answer into the rows of the Ipsecmon table."""
+    rows = []
+    for host, ike_list in sorted(sas.items()):
+        for entry in ike_list:
+            for ike_name, ike in entry.items():
+                for child in ike.get("child-sas", {}).values():
+                    rows.append(ChildSa(
+                        host=host, ike=ike_name, peer=ike.get("remote-host", "?"),
+                        child=child.get("name", "?"), state=child.get("state", "?"),
+                        protocol=child.get("protocol", "?"), mode=child.get("mode", "?"),
+                        algorithms=algorithms(child), spi_in=child.get("spi-in", ""),
+                        spi_out=child.get("spi-out", ""),
+                        bytes_in=int(child.get("bytes-in", 0)), bytes_out=int(child.get("bytes-out", 0)),
+                        packets_in=int(child.get("packets-in", 0)), packets_out=int(child.get("packets-out", 0)),
+                        local_ts=tuple(child.get("local-ts", [])), remote_ts=tuple(child.get("remote-ts", [])),
+                    ))
+    return rows
+
+
+def algorithms(child: dict) -> str:
+    enc = child.get("encr-alg", "")
+    if enc and child.get("encr-keysize"):
+        enc += f"-{child['encr-keysize']}"
+    integ = child.get("integ-alg", "")
+    return "/".join(x for x in (enc, integ) if x) or "?"
+
+
+def find_sa(rows: list[ChildSa], probe: dict) -> ChildSa | None:
+    """The SA on the probe's source (or else destination) host whose selectors cover the flow."""
+    proto, sport, dport = probe["protocol"], probe["sport"], probe["port"]
+    for host, me, me_port, peer, peer_port in (
+        (probe["src"], probe["src_address"], sport, probe["dst_address"], dport),
+        (probe["dst"], probe["dst_address"], dport, probe["src_address"], sport),
+    ):
+        for row in rows:
+            if row.host != host or me_port is None:
+                continue
+            if any(covers(ts, me, proto, me_port) for ts in row.local_ts) and \
+                    any(covers(ts, peer, proto, peer_port) for ts in row.remote_ts):
+                return row
+    return None
+
+
+def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:
+    a = (probe["src_address"], probe["sport"], probe["dst_address"], probe["port"])
+    seen = (p.src, p.sport, p.dst, p.dport)
+    return p.protocol == proto_num and (seen == a or seen == (a[2], a[3], a[0], a[1]))
+
+
+def flow_packets(packets: list[Packet], probe: dict, sa: ChildSa | None) -> list[Packet]:
+    proto_num = {"tcp": 6, "udp": 17}[probe["protocol"]]
+    pair = {probe["src_address"], probe["dst_address"]}
+    spis = {sa.spi_in, sa.spi_out} if sa else set()
+    start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
+    out = []
+    for p in packets:
+        if p.kind in ("clear", "ah") and _is_flow(p, probe, proto_num):
+            out.append(p)
+        elif p.kind == "esp" and p.spi in spis and {p.src, p.dst} == pair and start <= p.time <= end:
+            out.append(p)
+    return out
+
+
+def observe(delivered: bool, mine: list[Packet]) -> str:
+    if not delivered:
+        return "dropped"
+    kinds = {p.kind for p in mine}
+    if "clear" in kinds:
+        return "clear"
+    if "ah" in kinds:
+        return "ah+esp" if any(p.inner_esp for p in mine if p.kind == "ah") else "ah"
+    if "esp" in kinds:
+        return "esp"
+    return "unobserved"
+
+
+def _segments(networks: list[str], mine: list[Packet]) -> tuple[SegmentCount, ...]:
+    out = []
+    for net in networks:
+        here = [p for p in mine if p.network == net]
+        if here:
+            out.append(SegmentCount(net, clear=sum(p.kind == "clear" for p in here),
+                                    esp=sum(p.kind == "esp" for p in here), ah=sum(p.kind == "ah" for p in here)))
+    return tuple(out)
+
+
+def reason(observed: str, ev: Evidence, timeout: float) -> str:
+    if observed == "dropped":
+        why = ev.error or "no answer"
+        heard = "the listener got it but the answer was lost" if ev.received_by_server else "never reached the listener"
+        return f"not delivered ({why} after {ev.seconds:.1f} s of {timeout:.0f}); {heard}"
+    parts = [f"delivered in {ev.seconds:.2f} s"]
+    if ev.clear_packets:
+        parts.append(f"{ev.clear_packets} packets in clear")
+    if ev.esp_packets:
+        parts.append(f"{ev.esp_packets} ESP packets (SPI {', '.join(ev.spis)})")
+    if ev.ah_packets:
+        parts.append(f"{ev.ah_packets} AH packets")
+    if ev.sa:
+        parts.append(f"SA {ev.sa.child} on {ev.sa.host}, {ev.sa.protocol} {ev.sa.mode.lower()} {ev.sa.algorithms}")
+    parts.append("marker readable on the wire" if ev.marker_in_clear else "marker never readable")
+    if ev.credential_in_clear:
+        parts.append("fake credential readable")
+    if observed == "unobserved":
+        parts.append("no packet of this flow was captured")
+    return "; ".join(parts)
+
+
+def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
+          networks: list[str], expectation) -> Verdict:
+    probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
+    row = find_sa(rows, probe)
+    mine = flow_packets(packets, probe, row)
+    delivered = bool(outcome["delivered"])
+    t_done = outcome["t_reply"] or outcome["t_end"]
+    ev = Evidence(
+        flow=f"{probe['protocol']} {probe['src_address']}:{probe['sport']} -> {probe['dst_address']}:{probe['port']}",
+        delivered=delivered,
+        received_by_server=any(r["marker"] == probe["marker"] for r in received),
+        error=outcome["error"],
+        seconds=round(t_done - outcome["t_start"], 3),
+        segments=_segments(networks, mine),
+        spis=tuple(sorted({p.spi for p in mine if p.spi})),
+        sa=SaRef(row.host, row.ike, row.child, row.protocol, row.mode, row.algorithms, row.spi_in,
+                 row.spi_out, row.local_ts, row.remote_ts) if row else None,
+        marker_in_clear=has_readable(packets, probe["marker"].encode()),
+        credential_in_clear=has_readable(packets, probe["credential_on_wire"].encode()),
+    )
+    observed = observe(delivered, mine)
+    return Verdict(
+        id=expectation.id, source=expectation.source, destination=expectation.destination,
+        service=expectation.service.name, expected=str(expectation.result), observed=observed,
+        reason=reason(observed, ev, probe["timeout"]), evidence=ev,
+        line=expectation.where.line if expectation.where else None,
+    )

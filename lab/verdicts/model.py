@@ -1,0 +1,130 @@
+"""What one lab run concluded: a verdict per expectation, the SAs each host held, timings.
+
+Every report writer (terminal table, JSON, JUnit, HTML) reads only these dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class SegmentCount:
+    """Packets of one flow seen on one network (capture), by kind."""
+
+    network: str
+    clear: int = 0  # the flow's own TCP/UDP packets, unprotected
+    esp: int = 0  # ESP packets attributed to the flow (IP protocol 50, or ESP in UDP 4500)
+    ah: int = 0  # AH packets attributed to the flow (IP protocol 51)
+
+
+@dataclass(frozen=True)
+class SaRef:
+    """The CHILD_SA that carried (or should have carried) a flow, as `list-sas` showed it."""
+
+    host: str
+    ike: str
+    child: str
+    protocol: str  # ESP or AH
+    mode: str  # TRANSPORT or TUNNEL
+    algorithms: str  # e.g. AES_GCM_16-256 or AES_CBC-256/HMAC_SHA2_256_128
+    spi_in: str
+    spi_out: str
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    flow: str  # "tcp 10.10.1.10:49293 -> 10.10.2.20:80"
+    delivered: bool  # the listener's answer came back to the prober
+    received_by_server: bool  # the listener logged the probe's marker
+    error: str | None  # the prober's socket error, e.g. "timed out"
+    seconds: float  # from first send to answer (or to giving up)
+    segments: tuple[SegmentCount, ...]
+    spis: tuple[str, ...]  # SPIs of the IPsec packets attributed to this flow
+    sa: SaRef | None
+    marker_in_clear: bool  # the probe's marker was readable in some unprotected packet
+    credential_in_clear: bool  # so was the fake login it carried
+
+    @property
+    def clear_packets(self) -> int:
+        return sum(s.clear for s in self.segments)
+
+    @property
+    def esp_packets(self) -> int:
+        return sum(s.esp for s in self.segments)
+
+    @property
+    def ah_packets(self) -> int:
+        return sum(s.ah for s in self.segments)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    id: str  # "fe->be:http", stable: the pytest case id
+    source: str
+    destination: str
+    service: str
+    expected: str  # esp | ah | ah+esp | clear | dropped
+    observed: str  # the same values, or "unobserved" when the capture saw nothing to judge by
+    reason: str  # one line a person can read: what the wire showed
+    evidence: Evidence
+    line: int | None = None  # the expectation's line in the topology file
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.observed
+
+
+@dataclass(frozen=True)
+class ChildSa:
+    """One row of the Ipsecmon-style table (B14): an installed CHILD_SA on one host."""
+
+    host: str
+    ike: str
+    peer: str
+    child: str
+    state: str
+    protocol: str
+    mode: str
+    algorithms: str
+    spi_in: str
+    spi_out: str
+    bytes_in: int
+    bytes_out: int
+    packets_in: int
+    packets_out: int
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+
+
+@dataclass
+class RunReport:
+    topology: str
+    description: str
+    path: str
+    run_id: str
+    kernel: str  # e.g. "uml 7.2.7" or "host 6.1.0"
+    started: str  # ISO 8601
+    timings: dict[str, float]  # phase -> seconds (guest boot, bring-up, probes, collect, teardown, total)
+    verdicts: list[Verdict]
+    sas: list[ChildSa]
+    ike_packets: dict[str, int] = field(default_factory=dict)  # network -> IKE packets seen
+    errors: list[str] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to report dir
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(v.ok for v in self.verdicts)
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        for v, raw in zip(self.verdicts, d["verdicts"]):
+            raw["ok"] = v.ok
+        return d

@@ -1,0 +1,80 @@
+"""Read the captures into plain packet records: what crossed each network, by kind.
+
+Host side only (scapy is far too slow to import in the guest). Each packet becomes one
+`Packet`: its network, time, addresses, and what it was: a flow's own TCP/UDP packet in clear,
+ESP (IP protocol 50, or ESP in UDP 4500), AH (IP protocol 51, whose inner ports stay
+readable), or IKE (UDP 500, or 4500 with the non-ESP marker).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.ipsec import AH, ESP
+from scapy.layers.l2 import Ether  # noqa: F401  (registers the link type for rdpcap)
+from scapy.utils import PcapReader
+
+IKE_PORTS = (500, 4500)
+
+
+@dataclass(frozen=True)
+class Packet:
+    network: str
+    time: float
+    src: str
+    dst: str
+    kind: str  # "clear" | "esp" | "ah" | "ike" | "other"
+    protocol: int  # the transport protocol visible (6, 17, 1, ...), 50 for ESP, inner one for AH
+    sport: int | None
+    dport: int | None
+    spi: str | None  # 8 hex digits, as charon prints them
+    inner_esp: bool  # AH around ESP
+    raw: bytes  # the IP packet as captured (truncated at the snap length)
+
+
+def _ports(layer) -> tuple[int | None, int | None]:
+    for cls in (TCP, UDP):
+        if cls in layer:
+            return layer[cls].sport, layer[cls].dport
+    return None, None
+
+
+def classify_packet(network: str, time: float, ip) -> Packet:
+    raw = bytes(ip)
+    base = dict(network=network, time=time, src=ip.src, dst=ip.dst, raw=raw, inner_esp=False)
+    if ESP in ip and UDP not in ip:
+        return Packet(kind="esp", protocol=50, sport=None, dport=None, spi=f"{ip[ESP].spi:08x}", **base)
+    if AH in ip:
+        ah = ip[AH]
+        sport, dport = _ports(ah)
+        return Packet(kind="ah", protocol=ah.nh, sport=sport, dport=dport, spi=f"{ah.spi:08x}",
+                      **{**base, "inner_esp": ah.nh == 50})
+    if UDP in ip and (ip[UDP].sport in IKE_PORTS or ip[UDP].dport in IKE_PORTS):
+        udp = ip[UDP]
+        payload = bytes(udp.payload)
+        if 4500 in (udp.sport, udp.dport) and len(payload) >= 8 and payload[:4] != b"\0\0\0\0":
+            return Packet(kind="esp", protocol=50, sport=udp.sport, dport=udp.dport,
+                          spi=payload[:4].hex(), **base)  # ESP in UDP (NAT traversal)
+        return Packet(kind="ike", protocol=17, sport=udp.sport, dport=udp.dport, spi=None, **base)
+    sport, dport = _ports(ip)
+    kind = "clear" if sport is not None or ip.proto == 1 else "other"
+    return Packet(kind=kind, protocol=ip.proto, sport=sport, dport=dport, spi=None, **base)
+
+
+def read_capture(network: str, path: str) -> list[Packet]:
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return []
+    out = []
+    with PcapReader(path) as reader:
+        for frame in reader:
+            if IP in frame:
+                out.append(classify_packet(network, float(frame.time), frame[IP]))
+    return out
+
+
+def has_readable(packets: list[Packet], needle: bytes) -> bool:
+    """Is `needle` readable in any packet that is not encrypted (clear, AH, IKE)?"""
+    return any(needle in p.raw for p in packets if p.kind != "esp")
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -151,8 +152,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM tears down exactly as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     # Piped into a file or CI log, rich would squeeze tables into 80 columns.
     width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
     out, err = Console(width=width), Console(stderr=True, width=width)

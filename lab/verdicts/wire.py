@@ -48,7 +48,11 @@ def classify_packet(network: str, time: float, ip) -> Packet:
         return Packet(kind="esp", protocol=50, sport=None, dport=None, spi=f"{ip[ESP].spi:08x}", **base)
     if AH in ip:
         ah = ip[AH]
-        sport, dport = _ports(ah)
+        inner = ah.payload
+        if ah.nh in (6, 17) and TCP not in ah and UDP not in ah:
+            # scapy leaves AH's payload raw: decode it by AH's next-header field.
+            inner = (TCP if ah.nh == 6 else UDP)(bytes(ah.payload))
+        sport, dport = _ports(inner)
         return Packet(kind="ah", protocol=ah.nh, sport=sport, dport=dport, spi=f"{ah.spi:08x}",
                       **{**base, "inner_esp": ah.nh == 50})
     if UDP in ip and (ip[UDP].sport in IKE_PORTS or ip[UDP].dport in IKE_PORTS):

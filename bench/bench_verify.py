@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Time `lab verify` on a topology, phase by phase, and write the figures to a file.
+
+Not a test: these machines are noisy, so it runs N times and reports medians and spreads
+(guest boot, bring-up, probes, collect, teardown, judging and total) rather than asserting.
+
+usage: bench/bench_verify.py [TOPOLOGY] [--runs N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lab import runner
+
+PHASES = ["guest_boot", "bring_up", "probes", "collect", "teardown", "judge_and_report", "total"]
+
+
+def one_run(topology: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as report_dir:
+        t0 = time.monotonic()
+        report = runner.run(topology, report_dir)
+        wall = time.monotonic() - t0
+    if not report.ok:
+        raise SystemExit(f"benchmark run failed: {[v.id for v in report.failed]} {report.errors}")
+    t = dict(report.timings)
+    executor = sum(t.get(k, 0.0) for k in ("guest_boot", "bring_up", "probes", "collect", "teardown"))
+    t["judge_and_report"] = round(wall - executor, 3)  # kernel choice, plan, pcap parsing, verdicts
+    t["total"] = round(wall, 3)
+    return t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("topology", nargs="?", default="topologies/exchange-fe-be-http.yaml")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="bench/results/verify.json")
+    args = ap.parse_args()
+    samples = []
+    for i in range(args.runs):
+        samples.append(one_run(args.topology))
+        print(f"run {i + 1}/{args.runs}: total {samples[-1]['total']:.2f} s", file=sys.stderr)
+    summary = {}
+    for phase in PHASES:
+        values = [s.get(phase, 0.0) for s in samples]
+        summary[phase] = {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                          "max": round(max(values), 3)}
+    doc = {"topology": args.topology, "runs": args.runs, "machine": platform.node(),
+           "kernel": platform.release(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "summary": summary, "samples": samples}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(f"{'phase':<18}{'median':>8}{'min':>8}{'max':>8}")
+    for phase, s in summary.items():
+        print(f"{phase:<18}{s['median']:>8.2f}{s['min']:>8.2f}{s['max']:>8.2f}")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

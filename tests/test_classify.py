@@ -1,0 +1,153 @@
+"""The classifier: captures + probe outcomes + SAs -> verdicts. Captures are made here with scapy."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.ipsec import AH, ESP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+from scapy.utils import wrpcap
+
+from lab.model.services import parse_service
+from lab.model.topology import Expectation, Result
+from lab.verdicts.classify import child_sas, judge, observe
+from lab.verdicts.wire import read_capture
+
+FE, BE = "10.10.1.10", "10.10.2.20"
+T0 = 1_000_000.0
+SAS = {"fe": [{"rule-fe-be-http": {"remote-host": BE, "child-sas": {"fe-be-http-2": {
+    "name": "fe-be-http", "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "ESP",
+    "spi-in": "ca17170d", "spi-out": "c02f0cbe", "encr-alg": "AES_GCM_16", "encr-keysize": "256",
+    "bytes-in": "163", "bytes-out": "293", "packets-in": "4", "packets-out": "6",
+    "local-ts": [f"{FE}/32[tcp]"], "remote-ts": [f"{BE}/32[tcp/http]"]}}}}]}
+
+
+def frame(ip, t):
+    p = Ether() / ip
+    p.time = t
+    return p
+
+
+def probe(service="http", port=80, sport=40000, marker="LABPROBE-p1-aa", wire="ZmFrZQ=="):
+    plan = {"id": "p1", "src": "fe", "dst": "be", "src_address": FE, "dst_address": BE, "protocol": "tcp",
+            "port": port, "service": service, "marker": marker, "credential_on_wire": wire, "timeout": 8.0}
+    outcome = {"id": "p1", "delivered": True, "error": None, "sport": sport, "t_start": T0,
+               "t_end": T0 + 1.2, "t_reply": T0 + 1.1}
+    return plan, outcome
+
+
+def expectation(service, result):
+    return Expectation("fe", "be", parse_service(service), Result(result))
+
+
+@pytest.fixture
+def capture(tmp_path):
+    def write(name, packets):
+        path = tmp_path / f"{name}.pcap"
+        wrpcap(str(path), packets)
+        return read_capture(name, str(path))
+    return write
+
+
+def test_esp_flow_is_esp_and_attributed_by_spi(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / UDP(sport=500, dport=500) / Raw(b"\0" * 40), T0 + 0.01),
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+        frame(IP(src=BE, dst=FE) / ESP(spi=0xCA17170D, seq=1) / Raw(b"y" * 60), T0 + 1.0),
+        frame(IP(src=FE, dst=BE) / ESP(spi=0x11111111, seq=1) / Raw(b"z" * 60), T0 + 1.0),  # other SA
+    ])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "esp" and v.ok
+    assert v.evidence.esp_packets == 2 and v.evidence.clear_packets == 0
+    assert v.evidence.spis == ("c02f0cbe", "ca17170d")
+    assert v.evidence.sa.child == "fe-be-http" and v.evidence.sa.algorithms == "AES_GCM_16-256"
+    assert not v.evidence.marker_in_clear
+
+
+def test_clear_flow_shows_marker_and_credential(capture):
+    plan, outcome = probe(service="smtp", port=25, marker="LABPROBE-p2-bb", wire="c2VjcmV0")
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / TCP(sport=40000, dport=25, flags="S"), T0),
+        frame(IP(src=FE, dst=BE) / TCP(sport=40000, dport=25, flags="PA") /
+              Raw(b"EHLO LABPROBE-p2-bb\r\nAUTH PLAIN c2VjcmV0\r\n"), T0 + 0.01),
+        frame(IP(src=BE, dst=FE) / TCP(sport=25, dport=40000, flags="A"), T0 + 0.02),
+    ])
+    v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("smtp", "esp"))
+    assert v.observed == "clear" and not v.ok
+    assert v.evidence.clear_packets == 3
+    assert v.evidence.marker_in_clear and v.evidence.credential_in_clear
+    assert "marker readable" in v.reason
+
+
+def test_esp_expected_but_a_clear_packet_of_the_flow_leaked_is_clear(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / TCP(sport=40000, dport=80, flags="S"), T0),
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+    ])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "clear"
+
+
+def test_other_flows_in_clear_do_not_count(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / TCP(sport=40001, dport=80, flags="S"), T0),  # another source port
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+    ])
+    plan, outcome = probe()
+    assert judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp")).observed == "esp"
+
+
+def test_esp_outside_the_probe_lifetime_is_not_attributed(capture):
+    pkts = capture("dmz", [frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 30)])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "unobserved" and not v.ok
+
+
+def test_not_delivered_is_dropped_with_the_reason(capture):
+    plan, outcome = probe()
+    outcome.update(delivered=False, error="timed out", t_reply=None, t_end=T0 + 8)
+    v = judge(plan, outcome, [], [], child_sas(SAS), ["dmz"], expectation("http", "dropped"))
+    assert v.observed == "dropped" and v.ok
+    assert "timed out" in v.reason and "never reached the listener" in v.reason
+
+
+def test_ah_shows_inner_ports_and_payload(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / AH(spi=0x1234, nh=6, payloadlen=4, icv=b"\0" * 12) /
+              TCP(sport=40000, dport=110, flags="PA") / Raw(b"USER LABPROBE-p1-aa\r\nPASS fake\r\n"), T0 + 1),
+    ])
+    assert pkts[0].kind == "ah" and (pkts[0].sport, pkts[0].dport) == (40000, 110)
+    plan, outcome = probe(service="pop3", port=110, wire="fake")
+    v = judge(plan, outcome, [], pkts, [], ["dmz"], expectation("pop3", "ah"))
+    assert v.observed == "ah" and v.evidence.marker_in_clear and v.evidence.credential_in_clear
+
+
+def test_esp_in_udp_4500_is_esp_and_ike_on_4500_is_ike(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / UDP(sport=4500, dport=4500) / Raw(b"\xc0\x2f\x0c\xbe" + b"\0" * 30), T0 + 1),
+        frame(IP(src=FE, dst=BE) / UDP(sport=4500, dport=4500) / Raw(b"\0\0\0\0" + b"\1" * 30), T0 + 1),
+    ])
+    assert [p.kind for p in pkts] == ["esp", "ike"]
+    assert pkts[0].spi == "c02f0cbe"
+
+
+@pytest.mark.parametrize("delivered,kinds,expected", [
+    (False, {"esp"}, "dropped"), (True, {"clear", "esp"}, "clear"), (True, {"esp"}, "esp"),
+    (True, set(), "unobserved"),
+])
+def test_observe_rules(delivered, kinds, expected):
+    class P:
+        def __init__(self, kind):
+            self.kind, self.inner_esp = kind, False
+    assert observe(delivered, [P(k) for k in kinds]) == expected
+
+
+def test_child_sas_table_rows():
+    rows = child_sas(SAS)
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r.host, r.peer, r.protocol, r.mode, r.spi_in, r.bytes_out) == ("fe", BE, "ESP", "TRANSPORT", "ca17170d", 293)

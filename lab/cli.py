@@ -70,7 +70,7 @@ def cmd_validate(args, out: Console, err: Console) -> int:
             topo = load_topology(path)
             build_plan(topo, "check", "/nonexistent")
         except TopologyError as exc:
-            err.print(str(exc), highlight=False, markup=False)
+            print(exc, file=sys.stderr)
             status = 2
             continue
         out.print(f"{path}: ok: {len(topo.hosts)} hosts, {len(topo.ipsec_hosts)} speak IPsec, "
@@ -161,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     # Piped into a file or CI log, rich would squeeze tables into 80 columns.
     width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
-    out, err = Console(width=width), Console(stderr=True, width=width)
+    out, err = Console(width=width, soft_wrap=True), Console(stderr=True, width=width, soft_wrap=True)
     try:
         return args.func(args, out, err)
     except TopologyError as exc:
-        err.print(str(exc), highlight=False, markup=False)
+        print(exc, file=sys.stderr)  # one problem per line, never wrapped: editors jump to file:line
         return exc.exit_code
     except LabError as exc:
-        err.print(f"lab: error: {exc}", highlight=False, markup=False)
+        print(f"lab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("lab: interrupted; everything the run started has been torn down", highlight=False)

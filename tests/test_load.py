@@ -1,0 +1,317 @@
+"""The topology loader: good files become the model, bad files give exact `FILE:LINE:` problems."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from lab.errors import TopologyError
+from lab.model.builtins import BUILTIN_POLICIES
+from lab.model.load import SCHEMA, load_topology
+from lab.model.topology import Action, Result, Security, Service
+
+DATA = Path(__file__).parent / "data"
+net = ipaddress.ip_network
+
+
+@pytest.fixture(autouse=True)
+def _in_data(monkeypatch):
+    # Paths in messages are as passed, so run from tests/data and pass short relative paths.
+    monkeypatch.chdir(DATA)
+
+
+def problems(path: str) -> list[str]:
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    return info.value.problems
+
+
+# ---- good files ---------------------------------------------------------------------------
+
+
+def test_good_file_top_level():
+    t = load_topology("good.yaml")
+    assert t.name == "exchange-fe-be-http"
+    assert t.description.startswith("Front-end requires ESP")
+    assert t.path == "good.yaml"
+    assert (t.ike_version, t.auth_method) == (2, "psk")  # defaults
+    assert [(n.name, n.subnet) for n in t.networks] == [
+        ("dmz", net("10.10.1.0/24")),
+        ("internal", net("10.10.2.0/24")),
+    ]
+    assert [h.name for h in t.hosts] == ["fw", "fe", "be", "cl"]
+
+
+def test_good_file_hosts():
+    t = load_topology("good.yaml")
+    fe, fw = t.host("fe"), t.host("fw")
+    assert fe.role == "front-end" and fe.gateway == "fw" and fe.policy == "fe-to-be-http"
+    assert fe.services == (Service("http", "tcp", 80), Service("pop3", "tcp", 110))
+    assert fw.addresses == (ipaddress.ip_address("10.10.1.1"), ipaddress.ip_address("10.10.2.1"))
+    assert fw.forwards and fw.policy is None and fw.gateway is None
+    assert t.host("be").services[1] == Service("tcp/8080", "tcp", 8080)
+    assert [h.name for h in t.ipsec_hosts] == ["fe", "be"]
+
+
+def test_good_file_policies_user_then_builtin():
+    t = load_topology("good.yaml")
+    assert [p.name for p in t.policies] == ["fe-to-be-http", "client-respond-only"]
+    assert t.policy("client-respond-only") is BUILTIN_POLICIES["client-respond-only"]
+    user = t.policy("fe-to-be-http")
+    assert not user.builtin and not user.respond
+    assert [r.name for r in user.rules] == ["fe-be-http", "dmz-clear", "block-one"]
+
+
+def test_good_file_rules_resolve_endpoints():
+    rules = load_topology("good.yaml").policy("fe-to-be-http").rules
+    http, clear, block = rules
+    assert (http.filter.source.kind, http.filter.source.networks) == ("me", ())
+    assert http.filter.destination.kind == "host"
+    assert http.filter.destination.networks == (net("10.10.2.20/32"),)
+    assert (http.filter.protocol, http.filter.destination_port, http.filter.source_port) == (
+        "tcp", 80, None)
+    assert http.action is Action.REQUIRE and http.security == (Security.ESP, Security.AH)
+    assert http.filter.mirrored
+    assert (clear.filter.destination.kind, clear.filter.destination.networks) == (
+        "subnet", (net("10.10.1.0/24"),))
+    assert clear.filter.protocol is None and clear.security == ()
+    assert block.filter.source.kind == "address"
+    assert block.filter.source.networks == (net("10.10.2.99/32"),)
+    assert block.filter.protocol == "47" and block.action is Action.BLOCK
+
+
+def test_good_file_where():
+    http = load_topology("good.yaml").policy("fe-to-be-http").rules[0]
+    assert str(http.where) == "good.yaml:31: policies.fe-to-be-http.rules[0]"
+
+
+def test_good_file_expectations():
+    t = load_topology("good.yaml")
+    assert [e.id for e in t.expectations] == ["fe->be:http", "cl->fe:http", "cl->be:tcp/8080"]
+    assert [e.result for e in t.expectations] == [Result.ESP, Result.CLEAR, Result.DROPPED]
+    assert str(t.expectations[2].where) == "good.yaml:45: expect[2]"
+
+
+def test_ike_v1_any_and_security_default():
+    t = load_topology("good-v1.yaml")
+    assert t.ike_version == 1
+    ldap, dns = t.policy("dc-ldap").rules
+    assert ldap.security == (Security.ESP,)  # require without security offers ESP
+    assert ldap.filter.source.kind == "subnet"
+    assert dns.filter.source.networks == (net("0.0.0.0/0"),)
+    assert (dns.filter.source_port, dns.filter.destination_port) == (1024, 53)
+    assert t.host("cl").policy == "client-respond-only"
+
+
+def test_minimal_file_defaults():
+    t = load_topology("minimal.yaml")
+    assert t.description == "" and t.expectations == ()
+    assert t.policies == tuple(BUILTIN_POLICIES.values())
+    pc = t.host("pc")
+    assert pc.gateway is None and pc.policy is None and pc.services == () and not pc.forwards
+
+
+def test_model_holds_plain_python_values():
+    # ruamel hands out str/int subclasses; downstream code and pickling expect plain ones.
+    t = load_topology("good.yaml")
+    rule = t.policy("fe-to-be-http").rules[0]
+    values = [t.name, t.hosts[0].name, t.hosts[0].interfaces[0].network, rule.name,
+              rule.filter.destination.text, t.expectations[0].source]
+    assert all(type(v) is str for v in values)
+    assert type(rule.filter.destination_port) is int and type(t.ike_version) is int
+
+
+def test_schema_is_valid_draft_2020_12():
+    Draft202012Validator.check_schema(SCHEMA)
+    shipped = json.loads((Path(__file__).parents[1] / "lab/model/schema.json").read_text())
+    assert shipped == SCHEMA
+
+
+# ---- bad files: the exact first problem -------------------------------------------------------
+
+BAD = {
+    "yaml-indent": "7: invalid YAML: bad indentation: this line does not line up with the "
+    "lines above",
+    "yaml-duplicate-key": "4: invalid YAML: duplicate key 'lan'",
+    "empty": "1: the file is empty; a topology needs name, networks and hosts",
+    "key-missing": "5: hosts.pc: missing required key 'role'",
+    "key-missing-top": "2: missing required key 'hosts'",
+    "key-unknown": "8: hosts.pc: unknown key 'polcy' (did you mean 'policy'?)",
+    "role-bad": "6: hosts.fe.role: must be one of front-end, back-end, domain-controller, "
+    "firewall, client, edge (got 'frontend')",
+    "name-bad": "1: name: must be lowercase letters, digits and '-', not starting with '-' "
+    "(got 'Exchange_Lab')",
+    "host-name-long": "5: hosts.frontend-server: name must be 1-10 lowercase letters, digits "
+    "and '-', starting with a letter (got 'frontend-server')",
+    "subnet-bad": "3: networks.dmz: '10.10.1.0/33' is not an IPv4 subnet",
+    "subnet-host-bits": "3: networks.dmz: '10.10.1.5/24' has host bits set; "
+    "the subnet is 10.10.1.0/24",
+    "address-bad": "5: hosts.fe.interfaces.dmz: '10.10.1.300' is not an IPv4 address",
+    "address-outside": "8: hosts.fe.interfaces.dmz: 10.10.2.10 is not in network dmz "
+    "(10.10.1.0/24)",
+    "address-broadcast": "5: hosts.fe.interfaces.dmz: 10.10.1.255 is the broadcast address "
+    "of dmz (10.10.1.0/24)",
+    "address-duplicate": "6: hosts.be.interfaces.dmz: 10.10.1.10 is already used by "
+    "hosts.fe.interfaces.dmz (line 5)",
+    "network-unknown": "5: hosts.fe.interfaces.dmzz: no network 'dmzz'; networks are dmz",
+    "gateway-unknown": "12: hosts.fe.gateway: no host 'fw2' (did you mean 'fw'?)",
+    "gateway-unreachable": "7: hosts.fe.gateway: host 'fw' shares no network with 'fe'",
+    "gateway-self": "5: hosts.fe.gateway: a host cannot be its own gateway",
+    "service-unknown": "10: hosts.fe.services[1]: unknown service 'htttp'; use one of dns, gc, "
+    "http, https, imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a literal like tcp/8080",
+    "policy-unknown": "5: hosts.fe.policy: no policy 'fe-to-be'; known policies: "
+    "fe-to-be-http, client-respond-only",
+    "policy-shadows-builtin": "7: policies.client-respond-only: 'client-respond-only' is the "
+    "name of a built-in policy; choose another",
+    "action-request": "12: policies.p.rules[0].action: 'request' is not implemented yet; "
+    "use require, permit or block",
+    "security-ah-esp": "13: policies.p.rules[0].security: 'ah+esp' cannot be reproduced: "
+    "strongSwan negotiates AH or ESP, not both on one SA",
+    "security-with-permit": "12: policies.p.rules[0].security: only a require rule has "
+    "security (this rule is permit)",
+    "filter-no-me": "11: policies.p.rules[0].filter: one side must be 'me'",
+    "filter-host-unknown": "13: policies.p.rules[0].filter.to: no host 'bee' (did you mean "
+    "'be'?); use me, any, a host name, an IPv4 address or a subnet",
+    "filter-port-icmp": "10: policies.p.rules[0].filter.port: needs protocol tcp or udp "
+    "(protocol is icmp)",
+    "filter-mirrored": "10: policies.p.rules[0].filter.mirrored: false is not implemented yet",
+    "auth-certificates": "2: authentication.method: 'certificates' is not implemented yet; "
+    "use psk",
+    "auth-kerberos": "3: authentication.method: strongSwan cannot authenticate IKE with "
+    "Kerberos; use certificates or psk",
+    "ike-version": "2: ike.version: must be one of 1, 2 (got 3)",
+    "expect-duplicate": "9: expect[1]: duplicate expectation fe -> be tcp/80 (first at line 8)",
+    "expect-same-host": "7: expect[0].to: from and to are the same host 'fe'",
+    "expect-result": "11: expect[0].result: must be one of esp, ah, ah+esp, clear, dropped "
+    "(got 'encrypted')",
+}
+
+
+@pytest.mark.parametrize("name, expected", BAD.items(), ids=list(BAD))
+def test_bad_file_first_problem(name, expected):
+    path = f"bad/{name}.yaml"
+    assert problems(path)[0] == f"{path}:{expected}"
+
+
+def test_every_bad_fixture_is_tested():
+    assert sorted(p.stem for p in (DATA / "bad").glob("*.yaml")) == sorted([*BAD, "three-problems"])
+
+
+def test_all_problems_reported_in_line_order():
+    assert problems("bad/three-problems.yaml") == [
+        "bad/three-problems.yaml:6: hosts.fe.role: must be one of front-end, back-end, "
+        + "domain-controller, firewall, client, edge (got 'frontend')",
+        "bad/three-problems.yaml:8: hosts.fe.gateway: no host 'fw'",
+        "bad/three-problems.yaml:9: hosts.be.services[0]: unknown service 'htp'; use one of "
+        + "dns, gc, http, https, imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a literal "
+        + "like tcp/8080",
+    ]
+
+
+def test_error_prints_one_problem_per_line():
+    with pytest.raises(TopologyError) as info:
+        load_topology("bad/three-problems.yaml")
+    assert str(info.value).count("\n") == 2 and info.value.exit_code == 2
+
+
+def test_missing_file():
+    assert problems("nowhere.yaml") == ["nowhere.yaml: no such file"]
+
+
+def test_path_object_and_absolute_path():
+    path = DATA / "bad" / "gateway-self.yaml"
+    assert problems(path)[0].startswith(f"{path}:5: hosts.fe.gateway:")
+    assert load_topology(DATA / "minimal.yaml").path == str(DATA / "minimal.yaml")
+
+
+# ---- inline cases: one small change to a good file -----------------------------------------
+
+BASE = """\
+name: t
+networks: {dmz: 10.10.1.0/24}
+hosts:
+  fe: {role: front-end, interfaces: {dmz: 10.10.1.10}, policy: p}
+  be: {role: back-end, interfaces: {dmz: 10.10.1.20}}
+policies:
+  p:
+    rules:
+      - name: r
+        filter: {from: me, to: be, protocol: tcp, port: 80}
+        action: require
+"""
+
+
+RULE = "policies.p.rules[0]"
+INLINE = [  # (text to replace in BASE, replacement, expected first problem after FILE:)
+    ("port: 80}", "port: 80000}",
+     f"10: {RULE}.filter.port: must be a port number 1-65535 (got 80000)"),
+    ("protocol: tcp", "protocol: tpc",
+     f"10: {RULE}.filter.protocol: must be tcp, udp, icmp, any or a protocol number 0-255 "
+     + "(got 'tpc')"),
+    ("action: require", "action: require\n        security: [esp, foo]",
+     f"12: {RULE}.security[1]: must be one of esp, ah, ah+esp (got 'foo')"),
+    ("action: require", "action: require\n        security: [esp, esp]",
+     f"12: {RULE}.security: lists esp more than once"),
+    ("to: be,", "to: me,",
+     f"10: {RULE}.filter: only one side can be 'me'; the other is the peer"),
+    ("to: be,", "to: 10.10.1.7/24,",
+     f"10: {RULE}.filter.to: '10.10.1.7/24' has host bits set; the subnet is 10.10.1.0/24"),
+    ("to: be,", "to: 10.10.1.300,",
+     f"10: {RULE}.filter.to: '10.10.1.300' is not an IPv4 address"),
+    ("    rules:\n", "    rules: []\n    x:\n",
+     "8: policies.p.rules: must not be empty"),
+    ("hosts:\n", "hosts:\n  Fe: {role: client, interfaces: {dmz: 10.10.1.5}}\n",
+     "4: hosts.Fe: name must be 1-10 lowercase letters, digits and '-', starting with a letter "
+     + "(got 'Fe')"),
+    ("hosts:\n", "hosts:\n  me: {role: client, interfaces: {dmz: 10.10.1.5}}\n",
+     "4: hosts.me: 'me' is a filter keyword; choose another name"),
+    ("policy: p}", "policy: p, services: http}",
+     "4: hosts.fe.services: must be a list of services like [http, tcp/8080] (got 'http')"),
+    ("name: t\n", "name: t\nexpectations: []\n",
+     "2: unknown key 'expectations' (did you mean 'expect'?)"),
+    ("{dmz: 10.10.1.0/24}", "",
+     "2: networks: must be a mapping of network name to IPv4 subnet (got nothing)"),
+    ("{dmz: 10.10.1.0/24}", "{dmz: 10.10.1.0}",
+     "2: networks.dmz: '10.10.1.0' is not an IPv4 subnet; add a prefix length: 10.10.1.0/24?"),
+]
+
+
+@pytest.mark.parametrize("old, new, expected", INLINE)
+def test_inline_problem(tmp_path, old, new, expected):
+    path = tmp_path / "t.yaml"
+    assert old in BASE
+    path.write_text(BASE.replace(old, new, 1))
+    assert problems(path)[0] == f"{path}:{expected}"
+
+
+def test_inline_base_is_good(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE)
+    assert load_topology(path).policy("p").rules[0].security == (Security.ESP,)
+
+
+def test_broken_hosts_mapping_does_not_cascade(tmp_path):
+    # With `hosts` unusable, every host reference would fail too: report only the cause.
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE.replace("hosts:\n", "hosts: 5\nold:\n", 1))
+    assert problems(path) == [
+        f"{path}:3: hosts: must be a mapping of host name to host (got 5)",
+        f"{path}:4: unknown key 'old'",
+    ]
+
+
+@pytest.mark.parametrize("junk", ["[]", "{}", "null", "5", "me", "[a, 1]"])
+def test_any_value_of_the_wrong_type_gives_problems_not_a_crash(tmp_path, junk):
+    # The semantic pass runs on files that failed the schema; it must skip, never raise.
+    path = tmp_path / "t.yaml"
+    for match in re.finditer(r"(?<=: )[^,{}\n]+", BASE):
+        path.write_text(BASE[:match.start()] + junk + BASE[match.end():])
+        try:
+            load_topology(path)
+        except TopologyError as e:
+            assert all(p.startswith(f"{path}:") for p in e.problems)

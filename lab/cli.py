@@ -23,6 +23,8 @@ examples:
   lab verify my-design.yaml --report reports/my-design
   lab validate topologies/*.yaml
   lab compile topologies/exchange-fe-be-http.yaml --host fe
+  lab verify topologies/exchange-fe-be-http.yaml --provider docker
+  lab image build
   lab cleanup
 
 exit status: 0 all expectations hold, 1 some do not, 2 bad input or missing tool,
@@ -45,7 +47,8 @@ def cmd_verify(args, out: Console, err: Console) -> int:
     from lab.report.table import print_sas, print_summary, print_verdicts
 
     report_dir = args.report or f"reports/{_stem(args.topology)}"
-    result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=_progress_printer(err))
+    result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=_progress_printer(err),
+                        provider=args.provider)
     written = reports.write_all(result, report_dir)
     out.print()
     print_verdicts(result, out)
@@ -110,6 +113,25 @@ def cmd_doctor(args, out: Console, err: Console) -> int:
     return 0
 
 
+def cmd_image(args, out: Console, err: Console) -> int:
+    from lab import images
+
+    if args.action == "build":
+        img = images.build(_progress_printer(err), force=args.force)
+        out.print(f"{img.tag}  {img.size / 1e6:.0f} MB  {img.tarball}", highlight=False)
+        return 0
+    built = images.list_images()
+    current = images.image_id()
+    for img in built:
+        mark = "current" if img.ident == current else "stale"
+        out.print(f"{img.tag}  {img.size / 1e6:.0f} MB  built {img.meta.get('built')} in "
+                  f"{img.meta.get('build_seconds')} s  {mark}  {img.tarball}", highlight=False)
+    if not any(img.ident == current for img in built):
+        out.print(f"{images.tag()} not built yet: `lab image build` (or the first `lab verify --provider docker`)",
+                  highlight=False)
+    return 0
+
+
 def _stem(path: str) -> str:
     name = path.rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[0]
@@ -131,6 +153,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--report", metavar="DIR", help="report folder (default: reports/<topology name>)")
     v.add_argument("--kernel", choices=("auto", "host", "uml"), default="auto",
                    help="where the data plane runs: auto = this kernel if it has ESP/AH, else a UML guest")
+    v.add_argument("--provider", choices=("netns", "docker"), default=os.environ.get("LAB_PROVIDER", "netns"),
+                   help="what a host is: netns = a network namespace (fast, default), docker = a container "
+                   "of the lab's strongSwan image run by a private dockerd on the lab kernel (LAB_PROVIDER)")
     v.add_argument("--no-sas", action="store_true", help="do not print the SA table")
     v.set_defaults(func=cmd_verify)
 
@@ -146,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("cleanup", help="remove guests, daemons, namespaces and files left by killed runs")
     x.add_argument("--all", action="store_true", help="also end runs whose owner is still alive")
     x.set_defaults(func=cmd_cleanup)
+
+    i = sub.add_parser("image", help="the Docker provider's strongSwan image: build it offline, list what is built")
+    i.add_argument("action", choices=("build", "list"))
+    i.add_argument("--force", action="store_true", help="build again even if the tag exists")
+    i.set_defaults(func=cmd_image)
 
     d = sub.add_parser("doctor", help="check tools and say which kernel the lab would use")
     d.set_defaults(func=cmd_doctor)

@@ -20,6 +20,19 @@ TOOLS = {  # program -> Debian package
     "modprobe": "kmod",
 }
 KERNELS = ("auto", "host", "uml")
+PROVIDERS = ("netns", "docker")
+DOCKER_TOOLS = {"dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker-init": "tini"}
+
+
+def check_provider(provider: str) -> None:
+    """The Docker provider starts a private dockerd (as root, so NET_ADMIN is there) on the lab kernel."""
+    if provider not in PROVIDERS:
+        raise LabError(f"--provider: must be one of {', '.join(PROVIDERS)} (got {provider!r})")
+    if provider == "docker":
+        for tool, package in DOCKER_TOOLS.items():
+            if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+                raise MissingTool(f"--provider docker: {tool} is not installed: run `make setup` "
+                                  f"(Debian package {package})")
 
 
 def check_tools() -> None:

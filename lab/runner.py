@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import cleanup, preflight
-from lab.compile.plan import build_plan
+from lab.compile.plan import build_plan, destination_address
 from lab.errors import ProviderError
 from lab.model.load import load_topology
 from lab.providers.base import RunFiles
+from lab.verdicts import ike as ike_log
 from lab.verdicts.classify import child_sas, judge
 from lab.verdicts.model import RunReport
 from lab.verdicts.wire import read_capture
@@ -52,17 +53,26 @@ def write_inputs(files: RunFiles, plan: dict, psk: str) -> None:
 
 
 def run(topology_path: str, report_dir: str, kernel: str = "auto",
-        on_progress: ProgressFn = _quiet, psk: str | None = None) -> RunReport:
+        on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns") -> RunReport:
     """Run one topology and judge it. `psk` is for tests that check the key never leaks."""
     started = time.monotonic()
     topology = load_topology(topology_path)
+    preflight.check_provider(provider)
     choice = preflight.choose_kernel(kernel)
+    image = None
+    if provider == "docker":  # built once, offline, from Debian packages; then reused by its tag
+        from lab import images
+        img = images.build(on_progress)
+        image = {"tag": img.tag, "tarball": str(img.tarball)}
     on_progress({"phase": "kernel", "message": choice.describe()})
     cleanup.sweep(on_progress)  # leftovers of killed runs go first
     run_id, files = new_run_dir()
     psk = psk or secrets.token_urlsafe(24)
     try:
         plan = build_plan(topology, run_id, files.outdir)
+        plan["provider"] = provider
+        if image:
+            plan["image"] = image
         write_inputs(files, plan, psk)
         provider = choice.provider(run_id, files)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
@@ -92,16 +102,30 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
         packets += read_capture(net, os.path.join(outdir, "captures", f"{net}.pcap"))
     rows = child_sas(results.get("sas", {}))
     outcomes = {o["id"]: o for o in results.get("probes", [])}
-    verdicts = [
-        judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp)
-        for p, exp in zip(plan["probes"], topology.expectations) if p["id"] in outcomes
-    ]
+    logs = os.path.join(outdir, "logs")
+    verdicts = []
+    for p, exp in zip(plan["probes"], topology.expectations):
+        if p["id"] not in outcomes:
+            continue
+        src, dst = topology.host(exp.source), topology.host(exp.destination)
+        pair = ((src.name, p["src_address"]), (dst.name, str(destination_address(src, dst))))
+        verdicts.append(judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp,
+                              ike=ike_log.outcome(results, logs, *pair), soft_sa=_soft_sa(results, pair)))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
     return RunReport(
         topology=topology.name, description=topology.description, path=topology.path, run_id="",
         kernel="", started=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings={},
         verdicts=verdicts, sas=rows, ike_packets=ike, errors=list(results.get("errors", [])),
     )
+
+
+def _soft_sa(results: dict, pair) -> str | None:
+    """Did either host fall back to clear for the other (Windows soft SA)?"""
+    for (host, _), (_, peer) in (pair, pair[::-1]):
+        for entry in results.get("soft_sas", {}).get(host, []):
+            if entry.get("peer") == peer:
+                return f"{host} fell back to clear for {peer} after {entry['after']:.1f} s of IKE silence (soft SA)"
+    return None
 
 
 def keep_artifacts(outdir: str, report_dir: str, psk: str) -> dict[str, str]:

@@ -81,14 +81,38 @@ def test_clear_flow_shows_marker_and_credential(capture):
     assert "marker readable" in v.reason
 
 
-def test_esp_expected_but_a_clear_packet_of_the_flow_leaked_is_clear(capture):
+def test_esp_expected_but_a_data_packet_of_the_flow_leaked_is_clear(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / TCP(sport=40000, dport=80, flags="PA") / Raw(b"GET /LABPROBE-p1-aa"), T0),
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+    ])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "clear"
+
+
+def test_a_handshake_accepted_in_clear_before_ipsec_is_not_a_leak(capture):
+    """Inbound passthrough: the first SYN crosses in clear, everything after it is ESP."""
     pkts = capture("dmz", [
         frame(IP(src=FE, dst=BE) / TCP(sport=40000, dport=80, flags="S"), T0),
         frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0),
     ])
     plan, outcome = probe()
     v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
-    assert v.observed == "clear"
+    assert v.observed == "esp"
+    assert v.evidence.clear_handshake == 1
+    assert "inbound passthrough" in v.reason
+
+
+def test_tampered_flow_is_dropped_only_if_the_receiver_counted_it(capture):
+    plan, outcome = probe()
+    plan["tamper"] = {"router": "fw"}
+    outcome.update(delivered=False, error="timed out", t_reply=None, t_end=T0 + 10)
+    v = judge(plan, dict(outcome), [], [], child_sas(SAS), ["dmz"], expectation("http", "dropped"))
+    assert v.observed == "dropped-elsewhere" and not v.ok
+    outcome["xfrm_errors"] = {"XfrmInStateProtoError": 4}
+    v = judge(plan, outcome, [], [], child_sas(SAS), ["dmz"], expectation("http", "dropped"))
+    assert v.observed == "dropped" and v.ok and "XfrmInStateProtoError +4" in v.reason
 
 
 def test_other_flows_in_clear_do_not_count(capture):
@@ -142,7 +166,7 @@ def test_esp_in_udp_4500_is_esp_and_ike_on_4500_is_ike(capture):
 def test_observe_rules(delivered, kinds, expected):
     class P:
         def __init__(self, kind):
-            self.kind, self.inner_esp = kind, False
+            self.kind, self.inner_esp, self.payload = kind, False, 10
     assert observe(delivered, [P(k) for k in kinds]) == expected
 
 

@@ -109,7 +109,7 @@ def test_plan_is_plain_json_without_secrets(topo):
     assert hosts["fe"]["routes"] == [{"dst": "default", "via": "10.10.1.1"}]
     assert hosts["fe"]["charon"]["conns"] and hosts["dc"]["charon"] is None
     # Listeners: declared services plus those an expectation names (be->fe http).
-    assert {"protocol": "tcp", "port": 80, "service": "http"} in hosts["fe"]["listeners"]
+    assert {"protocol": "tcp", "port": 80, "service": "http", "groups": []} in hosts["fe"]["listeners"]
     assert {(s["protocol"], s["port"]) for s in hosts["be"]["listeners"]} >= {("tcp", 80), ("tcp", 25)}
 
 

@@ -12,10 +12,13 @@ import base64
 import ipaddress
 import secrets as _secrets
 
-from lab.compile.strongswan import compile_host
+from lab.compile.strongswan import compile_host, runtime_hints
 from lab.model.topology import Expectation, Host, Topology
 
-PROBE_TIMEOUT = 8.0  # seconds; covers TCP's SYN retries at 1 s and 3 s while IKE runs
+# Seconds; covers TCP's SYN retries at 1 s and 3 s while IKE runs, and a Windows soft SA that
+# arrives after 3 s of IKE silence (the SYN retried at 7 s then gets through).
+PROBE_TIMEOUT = 10.0
+MULTICAST_GROUP = "239.255.10.1"  # administratively scoped: never leaves a lab network
 
 
 def namespace_names(run_id: str, topology: Topology) -> dict[str, str]:
@@ -65,12 +68,38 @@ def listeners(topology: Topology) -> dict[str, list[dict]]:
     for h in topology.hosts:
         for s in h.services:
             wanted[h.name][(s.protocol, s.port)] = s.name
+    groups: dict[str, set[str]] = {h.name: set() for h in topology.hosts}
     for e in topology.expectations:
-        wanted[e.destination].setdefault((e.service.protocol, e.service.port), e.service.name)
+        if e.service.protocol != "icmp":  # the kernel answers echo requests itself
+            wanted[e.destination].setdefault((e.service.protocol, e.service.port), e.service.name)
+        if e.via == "multicast":
+            groups[e.destination].add(MULTICAST_GROUP)
     return {
-        host: [{"protocol": p, "port": port, "service": name} for (p, port), name in sorted(svc.items())]
+        host: [{"protocol": p, "port": port, "service": name, "groups": sorted(groups[host]) if p == "udp" else []}
+               for (p, port), name in sorted(svc.items())]
         for host, svc in wanted.items()
     }
+
+
+def via_address(topology: Topology, exp: Expectation, unicast: ipaddress.IPv4Address) -> str:
+    """Where a probe is sent: the host, the shared network's broadcast address, or a group."""
+    if exp.via == "broadcast":
+        net = shared_network(topology.host(exp.source), topology.host(exp.destination))
+        return str(topology.network(net).subnet.broadcast_address)
+    if exp.via == "multicast":
+        return MULTICAST_GROUP
+    return str(unicast)
+
+
+def tamper_plan(topology: Topology, exp: Expectation, run_ns: dict[str, str]) -> dict | None:
+    """The router on the path (the source's gateway) alters packets leaving towards the target."""
+    if not exp.tamper:
+        return None
+    src, dst = topology.host(exp.source), topology.host(exp.destination)
+    router = topology.host(src.gateway)
+    out_net = next(i.network for i in dst.interfaces if router.address_on(i.network))
+    dev = f"eth{[i.network for i in router.interfaces].index(out_net)}"
+    return {"router": router.name, "router_ns": run_ns[router.name], "dev": dev, "receiver_ns": run_ns[dst.name]}
 
 
 def payload(service: str, marker: str, credential: str) -> tuple[str, str]:
@@ -92,7 +121,7 @@ def payload(service: str, marker: str, credential: str) -> tuple[str, str]:
     return f"{marker} {credential}\n", credential
 
 
-def probe_plan(topology: Topology, index: int, exp: Expectation) -> dict:
+def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[str, str]) -> dict:
     src, dst = topology.host(exp.source), topology.host(exp.destination)
     dst_address = destination_address(src, dst)
     marker = f"LABPROBE-p{index}-{_secrets.token_hex(4)}"
@@ -104,7 +133,9 @@ def probe_plan(topology: Topology, index: int, exp: Expectation) -> dict:
         "src": src.name,
         "src_address": source_address(topology, src, dst_address),
         "dst": dst.name,
-        "dst_address": str(dst_address),
+        "dst_address": via_address(topology, exp, dst_address),
+        "via": exp.via,
+        "tamper": tamper_plan(topology, exp, run_ns),
         "protocol": exp.service.protocol,
         "port": exp.service.port,
         "service": exp.service.name,
@@ -144,7 +175,7 @@ def build_plan(topology: Topology, run_id: str, outdir: str) -> dict:
             ],
             "routes": route_plan(topology, h),
             "listeners": listen[h.name],
-            "charon": {"conns": compile_host(topology, h)} if h.policy else None,
+            "charon": {"conns": compile_host(topology, h), **runtime_hints(topology, h)} if h.policy else None,
         })
     return {
         "format": 1,
@@ -154,5 +185,5 @@ def build_plan(topology: Topology, run_id: str, outdir: str) -> dict:
         "switch_ns": ns["sw"],
         "networks": networks,
         "hosts": hosts,
-        "probes": [probe_plan(topology, i + 1, e) for i, e in enumerate(topology.expectations)],
+        "probes": [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],
     }

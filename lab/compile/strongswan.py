@@ -4,26 +4,28 @@ Pure functions, no I/O. The mapping, rule by rule:
 - `require`  -> a transport-mode CHILD_SA with `start_action = trap`: the kernel holds an IPsec
                policy for the filter's selectors, the first matching packet makes charon
                negotiate, and nothing matching ever leaves in clear.
+- `request`  -> the same trap; the executor adds the soft SA (a pass shunt for that peer) when the
+               peer stays silent for the fallback time, as Windows does.
+- inbound passthrough -> the executor relaxes the trap's inbound policy to an optional template
+               (`level use`), so unsecured inbound is accepted while replies still need IPsec.
 - `permit`   -> a `pass` shunt, `block` -> a `drop` shunt, both in a connection whose peer is
-               127.0.0.1 so that no real peer can ever select it.
+               127.0.0.1 so that no real peer can ever select it. Default exemptions likewise.
 - respond    -> (Client (Respond Only), the default response rule) a connection that accepts IKE
                from any peer with `start_action = none`: nothing is installed until a peer asks,
                and then only the selectors the peer proposed.
 Windows orders filters by weight, most specific first, whatever their action; strongSwan's own
-priorities put every pass shunt above every IPsec policy. So each rule gets an explicit
-`priority` computed from its specificity (lower value = wins in the kernel).
+priorities put every pass shunt above every IPsec policy. So each rule gets an explicit, unique
+`priority` computed from its specificity (lower value = wins in the kernel), which also lets
+the executor find a rule's kernel policies again.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Security, Topology
-
-# Modern defaults; the Windows-era suites (3DES/SHA1/MODP1024) come with per-rule methods.
-IKE_PROPOSALS = {1: ["aes256-sha256-modp2048"], 2: ["aes256-sha256-modp2048"]}
-ESP_PROPOSALS = ["aes256gcm16", "aes256-sha256"]
-AH_PROPOSALS = ["sha256"]
+from lab.compile.exemptions import exemption_children
+from lab.compile.proposals import DEFAULT_AH, DEFAULT_ESP, child_lifetimes, child_proposals, ike_proposals
+from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Topology
 
 SHUNT_CONN = "shunts"  # never selected by a real peer: its remote is 127.0.0.1
 RESPOND_CONN = "respond"
@@ -51,29 +53,18 @@ def local_and_remote(host: Host, flt: Filter) -> tuple[list[str], list[str], End
     return local, remote, peer
 
 
-def priority(rule: Rule, host: Host) -> int:
-    """Windows filter weight as a kernel priority: more specific selectors win, ties go to
-    block, then permit, then negotiate (the safe order)."""
+def priority(rule: Rule, host: Host, index: int = 0) -> int:
+    """Windows filter weight as a unique kernel priority: more specific selectors win, ties go
+    to block, then permit, then negotiate (the safe order), then to the earlier rule."""
     flt = rule.filter
     width = 0
     for ep in (flt.source, flt.destination):
-        prefixes = ep.prefixes_for(host)
-        width += min((p.prefixlen for p in prefixes), default=0)
+        width += min((p.prefixlen for p in ep.prefixes_for(host)), default=0)
     specific = width * 8
     specific += 4 if (flt.source_port or flt.destination_port) else 0
     specific += 2 if flt.protocol is not None else 0
-    tie = {Action.BLOCK: 0, Action.PERMIT: 1, Action.REQUIRE: 2}[rule.action]
-    return 10_000 - specific * 4 + tie
-
-
-def _proposals(security: tuple[Security, ...]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for method in security or (Security.ESP,):
-        if method is Security.ESP:
-            out.setdefault("esp_proposals", []).extend(ESP_PROPOSALS)
-        elif method is Security.AH:
-            out.setdefault("ah_proposals", []).extend(AH_PROPOSALS)
-    return out
+    tie = {Action.BLOCK: 0, Action.PERMIT: 1, Action.REQUIRE: 2, Action.REQUEST: 2}[rule.action]
+    return 1000 + ((600 - specific) * 4 + tie) * 100 + index
 
 
 def _peer_addresses(peer: Endpoint, host: Host) -> list[str]:
@@ -85,7 +76,22 @@ def _peer_addresses(peer: Endpoint, host: Host) -> list[str]:
     return ["%any"]
 
 
-def require_connection(topology: Topology, host: Host, rule: Rule) -> dict:
+def _ike_common(topology: Topology, host: Host) -> dict:
+    conn = {
+        "version": str(topology.ike_version),
+        "local_addrs": [str(a) for a in host.addresses],
+        "proposals": ike_proposals(topology),
+        "mobike": "no",  # stay on UDP 500 as Windows peers do; 4500 only for NAT traversal
+    }
+    if topology.ike_version == 1:
+        conn["aggressive"] = "no"  # Main Mode, as Windows 2000/2003
+    if topology.ike_lifetime_minutes:
+        # IKEv1 has no IKE rekeying: the Main Mode lifetime is a reauthentication time.
+        conn["reauth_time" if topology.ike_version == 1 else "rekey_time"] = f"{topology.ike_lifetime_minutes}m"
+    return conn
+
+
+def negotiate_connection(topology: Topology, host: Host, rule: Rule, index: int) -> dict:
     local_ts, remote_ts, peer = local_and_remote(host, rule.filter)
     peers = _peer_addresses(peer, host)
     child = {
@@ -93,40 +99,35 @@ def require_connection(topology: Topology, host: Host, rule: Rule) -> dict:
         "local_ts": local_ts,
         "remote_ts": remote_ts,
         "start_action": "trap",
-        "priority": str(priority(rule, host)),
-        **_proposals(rule.security),
+        "priority": str(priority(rule, host, index)),
+        **child_proposals(rule),
+        **child_lifetimes(rule),
     }
     return {
-        "version": str(topology.ike_version),
-        "local_addrs": [str(a) for a in host.addresses],
+        **_ike_common(topology, host),
         "remote_addrs": peers,
-        "proposals": IKE_PROPOSALS[topology.ike_version],
-        "mobike": "no",  # stay on UDP 500 as Windows peers do; 4500 only for NAT traversal
         "local-1": {"auth": "psk", "id": str(host.addresses[0])},
         "remote-1": {"auth": "psk", "id": peers[0] if len(peers) == 1 else "%any"},
         "children": {rule.name: child},
     }
 
 
-def shunt_child(host: Host, rule: Rule) -> dict:
+def shunt_child(host: Host, rule: Rule, index: int) -> dict:
     local_ts, remote_ts, _ = local_and_remote(host, rule.filter)
     return {
         "mode": "pass" if rule.action is Action.PERMIT else "drop",
         "local_ts": local_ts,
         "remote_ts": remote_ts,
         "start_action": "trap",
-        "priority": str(priority(rule, host)),
+        "priority": str(priority(rule, host, index)),
     }
 
 
 def respond_connection(topology: Topology, host: Host) -> dict:
     """Client (Respond Only) / the default response rule: accept what a peer proposes."""
     return {
-        "version": str(topology.ike_version),
-        "local_addrs": [str(a) for a in host.addresses],
+        **_ike_common(topology, host),
         "remote_addrs": ["%any"],
-        "proposals": IKE_PROPOSALS[topology.ike_version],
-        "mobike": "no",
         "local-1": {"auth": "psk", "id": str(host.addresses[0])},
         "remote-1": {"auth": "psk", "id": "%any"},
         "children": {
@@ -135,11 +136,20 @@ def respond_connection(topology: Topology, host: Host) -> dict:
                 "local_ts": ["dynamic"],
                 "remote_ts": ["dynamic"],
                 "start_action": "none",
-                "esp_proposals": ESP_PROPOSALS,
-                "ah_proposals": AH_PROPOSALS,
+                "esp_proposals": _respond_offers(topology, host, "esp_proposals", DEFAULT_ESP),
+                "ah_proposals": _respond_offers(topology, host, "ah_proposals", DEFAULT_AH),
             }
         },
     }
+
+
+def _respond_offers(topology: Topology, host: Host, key: str, default: list[str]) -> list[str]:
+    """The default response rule answers with the policy's own methods (or the defaults)."""
+    offers: list[str] = []
+    for rule in topology.policy(host.policy).rules:
+        if rule.negotiates:
+            offers += [p for p in child_proposals(rule).get(key, []) if p not in offers]
+    return offers + [p for p in default if p not in offers]
 
 
 def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
@@ -148,12 +158,12 @@ def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
         return {}
     policy: Policy = topology.policy(host.policy)
     conns: dict[str, dict] = {}
-    shunts: dict[str, dict] = {}
-    for rule in policy.rules:
-        if rule.action is Action.REQUIRE:
-            conns[f"rule-{rule.name}"] = require_connection(topology, host, rule)
+    shunts: dict[str, dict] = exemption_children(topology, host)
+    for index, rule in enumerate(policy.rules):
+        if rule.negotiates:
+            conns[f"rule-{rule.name}"] = negotiate_connection(topology, host, rule, index)
         else:
-            shunts[rule.name] = shunt_child(host, rule)
+            shunts[rule.name] = shunt_child(host, rule, index)
     if shunts:
         conns[SHUNT_CONN] = {
             "version": str(topology.ike_version),
@@ -165,6 +175,28 @@ def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
     if policy.respond:
         conns[RESPOND_CONN] = respond_connection(topology, host)
     return conns
+
+
+def runtime_hints(topology: Topology, host: Host) -> dict:
+    """What the executor must do beyond loading connections, in kernel terms:
+    `inpass`: priorities of trap policies whose inbound side accepts unsecured packets;
+    `fallback`: per request connection, when and how to install a soft SA for a silent peer."""
+    if not host.policy:
+        return {"inpass": [], "fallback": {}}
+    policy = topology.policy(host.policy)
+    inpass, fallback = [], {}
+    for index, rule in enumerate(policy.rules):
+        if not rule.negotiates:
+            continue
+        prio = priority(rule, host, index)
+        if rule.inbound_passthrough:
+            inpass.append(prio)
+        if rule.fallback_to_clear:
+            local_ts, remote_ts, _ = local_and_remote(host, rule.filter)
+            suffix = remote_ts[0][remote_ts[0].find("["):] if "[" in remote_ts[0] else ""
+            fallback[f"rule-{rule.name}"] = {"seconds": policy.fallback_seconds, "local_ts": local_ts,
+                                             "remote_suffix": suffix, "priority": prio - 1}
+    return {"inpass": inpass, "fallback": fallback}
 
 
 def covers(ts: str, address: str, protocol: str, port: int) -> bool:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from lab.guest import capture, charon, netns, traffic
+from lab.guest import capture, charon, netns, softsa, tamper, traffic, xfrm
 
 PROGRESS = "@@lab "
 
@@ -38,6 +38,11 @@ class Run:
         self.charons: dict[str, charon.Charon] = {}
         self.captures: list[capture.Capture] = []
         self.listeners = traffic.Listeners()
+        self.agents: list[softsa.SoftSaAgent] = []
+        self.docker = None  # lab.guest.containers.DockerHosts when the plan's provider is docker
+        if plan.get("provider", "netns") == "docker":
+            from lab.guest import containers
+            self.docker = containers.DockerHosts(plan, workdir)
         self.results: dict = {"format": 1, "run_id": plan["run_id"], "timings": {}, "errors": []}
         self._t = time.monotonic()
 
@@ -49,13 +54,17 @@ class Run:
     def bring_up(self) -> None:
         hosts = self.plan["hosts"]
         progress("bring-up", f"{len(hosts)} hosts, {len(self.plan['networks'])} networks")
-        netns.create(self.plan)
+        if self.docker:
+            self.docker.create(progress)
+        else:
+            netns.create(self.plan)
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
                          for n in self.plan["networks"]]
         for h in hosts:
             if h["charon"] is not None:
-                self.charons[h["name"]] = charon.Charon(h["name"], h["ns"], self.workdir)
+                self.charons[h["name"]] = (self.docker.charon(h) if self.docker
+                                           else charon.Charon(h["name"], h["ns"], self.workdir))
         for c in self.charons.values():
             c.start()
         deadline = time.monotonic() + 30
@@ -64,7 +73,13 @@ class Run:
             if c:
                 c.connect(deadline)
                 c.load(h["charon"]["conns"], self.psk)
-                progress("bring-up", f"charon on {h['name']}: {len(h['charon']['conns'])} connections loaded")
+                relaxed = xfrm.relax_inbound(h["ns"], h["charon"].get("inpass", []))
+                if h["charon"].get("fallback"):
+                    agent = softsa.SoftSaAgent(c, h["charon"]["fallback"])
+                    agent.start()
+                    self.agents.append(agent)
+                note = f", inbound passthrough on {len(relaxed)} policies" if relaxed else ""
+                progress("bring-up", f"charon on {h['name']}: {len(h['charon']['conns'])} connections loaded{note}")
         self.listeners.start(hosts)
         for cap in self.captures:
             cap.wait_ready(deadline)
@@ -72,10 +87,24 @@ class Run:
 
     def probe(self) -> None:
         progress("probes", f"{len(self.plan['probes'])} probes, concurrently")
-        self.results["probes"] = traffic.run_probes(self.plan)
+        outcomes = traffic.run_probes(self.plan)
+        ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
+        for p in self.plan["probes"]:
+            if p.get("tamper"):  # one at a time, after the others: the router alters the pair's packets
+                progress("probes", f"tamper: {p['tamper']['router']} alters {p['src']}->{p['dst']} {p['service']} in flight")
+                outcomes.append(tamper.run_tampered(p, ns_of[p["src"]]))
         time.sleep(0.3)  # let the last frames reach the captures before they stop
-        self.results["received"] = list(self.listeners.received)
+        received = list(self.listeners.received)
+        for p, o in zip([p for p in self.plan["probes"]], self._ordered(outcomes)):
+            if p.get("via", "unicast") != "unicast":  # one-way: delivered = the target's listener got it
+                o["delivered"] = any(r["marker"] == p["marker"] and r["host"] == p["dst"] for r in received)
+        self.results["probes"] = self._ordered(outcomes)
+        self.results["received"] = received
         self._phase_done("probes")
+
+    def _ordered(self, outcomes: list[dict]) -> list[dict]:
+        by_id = {o["id"]: o for o in outcomes}
+        return [by_id[p["id"]] for p in self.plan["probes"] if p["id"] in by_id]
 
     def collect(self) -> None:
         progress("collect", "SAs, policies and XFRM state from every IPsec host")
@@ -86,7 +115,10 @@ class Run:
             events[name] = c.events
         for h in self.plan["hosts"]:
             xfrm[h["name"]] = self._xfrm(h["ns"]) if h["charon"] is not None else None
-        self.results.update(sas=sas, policies=policies, xfrm=xfrm, events=events)
+        soft = {a.charon.host: a.installed for a in self.agents}
+        self.results.update(sas=sas, policies=policies, xfrm=xfrm, events=events, soft_sas=soft)
+        if self.docker:
+            self.results["host_checks"] = self.docker.checks()
         self._phase_done("collect")
 
     @staticmethod
@@ -95,12 +127,11 @@ class Run:
         state = subprocess.run(["ip", "-n", ns, "-s", "xfrm", "state", "list", "nokeys"],
                                capture_output=True, text=True).stdout
         policy = subprocess.run(["ip", "-n", ns, "xfrm", "policy", "list"], capture_output=True, text=True).stdout
-        with netns.inside(ns):
-            with open("/proc/thread-self/net/xfrm_stat") as f:
-                stat = {k: int(v) for k, v in (line.split() for line in f if line.strip())}
-        return {"state": state, "policy": policy, "stat": stat}
+        return {"state": state, "policy": policy, "stat": xfrm.stats(ns)}
 
     def tear_down(self) -> None:
+        for agent in self.agents:
+            agent.stop()
         self.listeners.stop()
         for cap in self.captures:
             cap.stop()
@@ -115,6 +146,9 @@ class Run:
         for name, c in self.charons.items():
             if os.path.exists(c.log_path):
                 shutil.copy(c.log_path, os.path.join(logs, f"charon-{name}.log"))
+        if self.docker:
+            self.docker.destroy(logs)
+            self.results["docker"] = self.docker.info
         netns.destroy([self.plan["switch_ns"]] + [h["ns"] for h in self.plan["hosts"]])
         self._phase_done("teardown")
 

@@ -65,15 +65,18 @@ def _host_commands(host: dict) -> list[str]:
     return cmds
 
 
-def create(plan: dict) -> None:
+def create(plan: dict, attach: dict[str, int] | None = None) -> None:
+    """`attach` maps namespace names to PIDs (containers) whose namespace gets that name."""
     sw = plan["switch_ns"]
     names = [sw] + [h["ns"] for h in plan["hosts"]]
-    ip_batch([f"netns add {n}" for n in names])
+    attach = attach or {}
+    ip_batch([f"netns attach {n} {attach[n]}" if n in attach else f"netns add {n}" for n in names])
     for n in names:
         # No IPv6 chatter (router solicitations, DAD) in the captures.
         write_sysctl(n, "net.ipv6.conf.all.disable_ipv6", "1")
         write_sysctl(n, "net.ipv6.conf.default.disable_ipv6", "1")
     for h in plan["hosts"]:
+        write_sysctl(h["ns"], "net.ipv4.ping_group_range", "0 2147483647")  # ICMP probes as ping sockets
         if h["forward"]:
             write_sysctl(h["ns"], "net.ipv4.ip_forward", "1")
     links = []

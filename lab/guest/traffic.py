@@ -31,6 +31,9 @@ class Listeners:
             for svc in h["listeners"]:
                 with inside(h["ns"]):
                     s = self._bind(svc["protocol"], svc["port"])
+                    for group in svc.get("groups", []):
+                        mreq = socket.inet_aton(group) + socket.inet_aton("0.0.0.0")
+                        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
                 self._socks.append(s)
                 target = self._serve_tcp if svc["protocol"] == "tcp" else self._serve_udp
                 t = threading.Thread(target=target, args=(h["name"], svc, s), daemon=True)
@@ -103,11 +106,19 @@ def _find_marker(data: bytes) -> str | None:
     return data[start:end].decode()
 
 
+def _socket(protocol: str) -> socket.socket:
+    if protocol == "tcp":
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if protocol == "icmp":  # a ping socket: the kernel fills in the echo id and checksum
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
 def run_probe(probe: dict, ns: str) -> dict:
-    """Send the probe's payload and wait for the listener's answer, within the probe's timeout."""
-    kind = socket.SOCK_STREAM if probe["protocol"] == "tcp" else socket.SOCK_DGRAM
+    """Send the probe's payload and wait for the listener's answer, within the probe's timeout.
+    Broadcast and multicast probes are one-way: the listener's log says whether they arrived."""
     with inside(ns):
-        s = socket.socket(socket.AF_INET, kind)
+        s = _socket(probe["protocol"])
     result = {"id": probe["id"], "delivered": False, "error": None, "sport": None,
               "t_start": time.time(), "t_end": None, "t_reply": None}
     deadline = time.monotonic() + probe["timeout"]
@@ -116,11 +127,17 @@ def run_probe(probe: dict, ns: str) -> dict:
         s.bind((probe["src_address"], 0))
         result["sport"] = s.getsockname()[1]
         dst = (probe["dst_address"], probe["port"])
+        if probe.get("via", "unicast") != "unicast":
+            _one_way(s, dst, payload, probe["via"], probe["src_address"])
+            return result
         if probe["protocol"] == "tcp":
             answer = _tcp_exchange(s, dst, payload, deadline)
+        elif probe["protocol"] == "icmp":
+            answer = _icmp_exchange(s, probe["dst_address"], payload, deadline)
         else:
             answer = _udp_exchange(s, dst, payload, deadline)
-        if answer and answer.startswith(REPLY + probe["marker"].encode()):
+        expected = probe["marker"].encode()
+        if answer and (answer.startswith(REPLY + expected) or (probe["protocol"] == "icmp" and expected in answer)):
             result["delivered"] = True
             result["t_reply"] = time.time()
     except socket.timeout:
@@ -166,6 +183,34 @@ def _udp_exchange(s: socket.socket, dst, payload: bytes, deadline: float) -> byt
             _remaining(deadline)
 
 
+def _icmp_exchange(s: socket.socket, dst: str, payload: bytes, deadline: float) -> bytes:
+    """Echo request carrying the payload, resent every half second until the echo reply."""
+    request = b"\x08\x00\x00\x00\x00\x00\x00\x01" + payload
+    while True:
+        s.sendto(request, (dst, 0))
+        s.settimeout(min(0.5, _remaining(deadline)))
+        try:
+            data, _ = s.recvfrom(4096)
+            if data[:1] == b"\x00":  # echo reply
+                return data[8:]
+        except socket.timeout:
+            _remaining(deadline)
+
+
+def _one_way(s: socket.socket, dst, payload: bytes, via: str, src_address: str) -> None:
+    if via == "broadcast":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src_address))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    for _ in range(3):  # a few copies: the first may be held while a trap triggers IKE
+        try:
+            s.sendto(payload, dst)
+        except OSError:
+            pass  # a policy may refuse it outright (EPERM); the listener's log tells
+        time.sleep(0.3)
+
+
 def run_probes(plan: dict) -> list[dict]:
     ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
     results: dict[str, dict] = {}
@@ -173,9 +218,10 @@ def run_probes(plan: dict) -> list[dict]:
     def worker(p):
         results[p["id"]] = run_probe(p, ns_of[p["src"]])
 
-    threads = [threading.Thread(target=worker, args=(p,), daemon=True) for p in plan["probes"]]
+    probes = [p for p in plan["probes"] if not p.get("tamper")]
+    threads = [threading.Thread(target=worker, args=(p,), daemon=True) for p in probes]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return [results[p["id"]] for p in plan["probes"]]
+    return [results[p["id"]] for p in probes]

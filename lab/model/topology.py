@@ -28,11 +28,12 @@ class Result(str, Enum):
 
 
 class Action(str, Enum):
-    """Windows filter actions."""
+    """Windows filter actions: Permit, Block, and Negotiate Security as Request or Require."""
 
     PERMIT = "permit"
     BLOCK = "block"
-    REQUIRE = "require"
+    REQUIRE = "require"  # negotiate; never falls back to clear
+    REQUEST = "request"  # negotiate; falls back to clear when the peer stays silent (soft SA)
 
 
 class Security(str, Enum):
@@ -40,6 +41,30 @@ class Security(str, Enum):
 
     ESP = "esp"
     AH = "ah"
+
+
+@dataclass(frozen=True)
+class SecurityMethod:
+    """One offer of a Negotiate rule, in Windows terms: ESP[3DES,SHA1]:100000k/3600s.
+
+    Algorithm names are strongSwan keywords (3des, des, aes128, aes256, aes128gcm16,
+    aes256gcm16, null; sha1, md5, sha256, sha384, sha512); None means the lab's modern default.
+    """
+
+    protocol: Security
+    encryption: str | None = None  # ESP only; AEAD ciphers need no integrity
+    integrity: str | None = None
+    lifetime_seconds: int | None = None
+    lifetime_kilobytes: int | None = None
+
+
+@dataclass(frozen=True)
+class IkeMethod:
+    """One Main Mode (IKE SA) security method: encryption, integrity, Diffie-Hellman group."""
+
+    encryption: str  # strongSwan keyword: 3des, des, aes128, aes256, ...
+    integrity: str  # sha1, md5, sha256, ...
+    dh_group: int  # 1, 2, 14, 19, 20, 31 (Windows: Low (1), Medium (2))
 
 
 @dataclass(frozen=True)
@@ -110,8 +135,15 @@ class Rule:
     name: str
     filter: Filter
     action: Action
-    security: tuple[Security, ...] = ()  # ordered offers, for `require`
+    security: tuple[SecurityMethod, ...] = ()  # ordered offers, for request/require
+    inbound_passthrough: bool = False  # accept unsecured inbound, always answer with IPsec (inpass)
+    fallback_to_clear: bool = False  # soft SA when the peer does not answer IKE (request only)
+    pfs_group: int | None = None  # session key PFS: a DH group for each Quick Mode
     where: Where | None = field(default=None, compare=False)
+
+    @property
+    def negotiates(self) -> bool:
+        return self.action in (Action.REQUIRE, Action.REQUEST)
 
 
 @dataclass(frozen=True)
@@ -123,6 +155,7 @@ class Policy:
     rules: tuple[Rule, ...]
     respond: bool  # answers IKE from any peer (Client (Respond Only) and the default response rule)
     builtin: bool = False
+    fallback_seconds: float = 3.0  # IKE silence before a soft SA; 0.5 with Simple Policy Update
 
 
 @dataclass(frozen=True)
@@ -133,6 +166,7 @@ class Host:
     gateway: str | None = None
     policy: str | None = None  # None: the host speaks no IPsec
     services: tuple[Service, ...] = ()
+    exemptions: int = 3  # NoDefaultExempt: 0 (Windows 2000) .. 3 (Windows Server 2003)
 
     @property
     def addresses(self) -> tuple[IPv4Address, ...]:
@@ -159,11 +193,16 @@ class Expectation:
     service: Service
     result: Result
     where: Where | None = field(default=None, compare=False)
+    ike: str | None = None  # "established" | "failed": the IKE outcome between the two hosts
+    via: str = "unicast"  # "broadcast" | "multicast": sent to the shared network's broadcast / a group
+    tamper: bool = False  # the router on the path alters one byte of each protected packet
+    behaviours: tuple[str, ...] = ()  # B1..B17 this expectation demonstrates
 
     @property
     def id(self) -> str:
         """Stable, readable id used as the pytest case id and in reports."""
-        return f"{self.source}->{self.destination}:{self.service.name}"
+        suffix = "" if self.via == "unicast" else f"@{self.via}"
+        return f"{self.source}->{self.destination}:{self.service.name}{suffix}" + (":tamper" if self.tamper else "")
 
 
 @dataclass(frozen=True)
@@ -177,6 +216,8 @@ class Topology:
     hosts: tuple[Host, ...]
     policies: tuple[Policy, ...]
     expectations: tuple[Expectation, ...]
+    ike_methods: tuple[IkeMethod, ...] = ()  # empty: the lab's modern default
+    ike_lifetime_minutes: int | None = None
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

@@ -10,6 +10,7 @@ dies with it (PR_SET_PDEATHSIG) and is killed as a group when the run ends in an
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,8 @@ PRIVATE_UML = Path(os.environ.get("LAB_UML_DIR", "/var/lib/ipsec-lab/uml"))
 STOCK_UML = Path("/usr/bin/linux.uml")
 STOCK_MODULES = Path("/usr/lib/uml/modules")
 MEMORY = os.environ.get("LAB_UML_MEM", "1024M")
-MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet"
+GUEST_WORKDIR = "/tmp/lab"  # on the guest's private tmpfs
+MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet sch_ingress cls_u32 act_pedit"
 
 INIT = """#!/bin/sh
 # PID 1 of the lab guest, written by lab.providers.uml for run {run_id}.
@@ -45,7 +47,7 @@ echo /run/lab-modprobe > /proc/sys/kernel/modprobe
 modprobe -a -d /run/lab-modules {module_list} 2>/dev/null
 ip link set lo up
 echo "@@guest booted $(uname -r)"
-{python} -m lab.guest.executor {plan} {secrets} /tmp/lab
+{docker}{python} -m lab.guest.executor {plan} {secrets} {workdir}
 echo $? > {rcfile}
 sync
 halt -f
@@ -86,12 +88,20 @@ class UmlGuest:
         self.kernel = kernel or find_kernel()
         self.boot_seconds: float | None = None
 
+    def _docker_init(self) -> str:
+        """Only for `provider: docker`: the lines that start the run's private dockerd."""
+        with open(self.files.plan) as f:
+            if json.load(f).get("provider", "netns") != "docker":
+                return ""
+        from lab.guest.containers import init_snippet
+        return init_snippet(GUEST_WORKDIR)
+
     def _write_init(self) -> str:
         path = os.path.join(self.files.rundir, "init.sh")
-        text = INIT.format(
+        text = INIT.format(docker=self._docker_init(),
             run_id=self.run_id, modules=self.kernel.modules, module_list=MODULES,
             python=sys.executable, plan=self.files.plan, secrets=self.files.secrets,
-            rcfile=os.path.join(self.files.rundir, "guest.rc"),
+            rcfile=os.path.join(self.files.rundir, "guest.rc"), workdir=GUEST_WORKDIR,
         )
         with open(path, "w") as f:
             f.write(text)

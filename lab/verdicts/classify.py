@@ -8,7 +8,12 @@ The rules, in order:
    ESP `esp`. An ESP packet is attributed when its SPI belongs to a CHILD_SA whose traffic
    selectors cover the flow and it crossed between the two addresses while the probe ran; an
    AH packet shows its inner ports, so it is matched exactly.
+   Unprotected packets without payload (a TCP handshake accepted in clear through inbound
+   passthrough before IPsec took over) do not make a protected flow `clear`; they are counted
+   in the evidence. A flow with only clear packets is `clear`.
 4. Delivered, but nothing of it seen on any network: `unobserved`, which never passes.
+5. Tampered flows (the router altered each protected packet) count as `dropped` only when the
+   receiver's XFRM integrity counters rose: the drop must be the receiver's own verdict.
 """
 
 from __future__ import annotations
@@ -65,13 +70,16 @@ def find_sa(rows: list[ChildSa], probe: dict) -> ChildSa | None:
 
 
 def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:
+    if proto_num == 1:  # ICMP echo: the pair and the echo id
+        return p.protocol == 1 and {p.src, p.dst} == {probe["src_address"], probe["dst_address"]} \
+            and p.sport == probe["sport"]
     a = (probe["src_address"], probe["sport"], probe["dst_address"], probe["port"])
     seen = (p.src, p.sport, p.dst, p.dport)
     return p.protocol == proto_num and (seen == a or seen == (a[2], a[3], a[0], a[1]))
 
 
 def flow_packets(packets: list[Packet], probe: dict, sa: ChildSa | None) -> list[Packet]:
-    proto_num = {"tcp": 6, "udp": 17}[probe["protocol"]]
+    proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[probe["protocol"]]
     pair = {probe["src_address"], probe["dst_address"]}
     spis = {sa.spi_in, sa.spi_out} if sa else set()
     start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
@@ -88,7 +96,8 @@ def observe(delivered: bool, mine: list[Packet]) -> str:
     if not delivered:
         return "dropped"
     kinds = {p.kind for p in mine}
-    if "clear" in kinds:
+    protected = kinds & {"esp", "ah"}
+    if any(p.kind == "clear" and (p.payload or not protected) for p in mine):
         return "clear"
     if "ah" in kinds:
         return "ah+esp" if any(p.inner_esp for p in mine if p.kind == "ah") else "ah"
@@ -107,13 +116,27 @@ def _segments(networks: list[str], mine: list[Packet]) -> tuple[SegmentCount, ..
     return tuple(out)
 
 
+def _ike_text(ev: Evidence) -> list[str]:
+    out = []
+    if ev.soft_sa:
+        out.append(ev.soft_sa)
+    if ev.ike == "failed" and ev.ike_reasons:
+        out.append("IKE failed: " + "; ".join(ev.ike_reasons[:3]))
+    return out
+
+
 def reason(observed: str, ev: Evidence, timeout: float) -> str:
-    if observed == "dropped":
+    if observed.startswith("dropped"):
         why = ev.error or "no answer"
         heard = "the listener got it but the answer was lost" if ev.received_by_server else "never reached the listener"
-        return f"not delivered ({why} after {ev.seconds:.1f} s of {timeout:.0f}); {heard}"
+        parts = [f"not delivered ({why} after {ev.seconds:.1f} s of {timeout:.0f})", heard]
+        if ev.xfrm_errors:
+            parts.append("receiver XFRM: " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items())))
+        return "; ".join(parts + _ike_text(ev))
     parts = [f"delivered in {ev.seconds:.2f} s"]
-    if ev.clear_packets:
+    if ev.clear_packets and observed != "clear" and ev.clear_handshake:
+        parts.append(f"{ev.clear_handshake} handshake packets accepted in clear before IPsec (inbound passthrough)")
+    elif ev.clear_packets:
         parts.append(f"{ev.clear_packets} packets in clear")
     if ev.esp_packets:
         parts.append(f"{ev.esp_packets} ESP packets (SPI {', '.join(ev.spis)})")
@@ -126,11 +149,11 @@ def reason(observed: str, ev: Evidence, timeout: float) -> str:
         parts.append("fake credential readable")
     if observed == "unobserved":
         parts.append("no packet of this flow was captured")
-    return "; ".join(parts)
+    return "; ".join(parts + _ike_text(ev))
 
 
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
-          networks: list[str], expectation) -> Verdict:
+          networks: list[str], expectation, ike=None, soft_sa: str | None = None) -> Verdict:
     probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
     row = find_sa(rows, probe)
     mine = flow_packets(packets, probe, row)
@@ -148,11 +171,23 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
                  row.spi_out, row.local_ts, row.remote_ts) if row else None,
         marker_in_clear=has_readable(packets, probe["marker"].encode()),
         credential_in_clear=has_readable(packets, probe["credential_on_wire"].encode()),
+        ike=ike.state if ike else None,
+        ike_reasons=ike.reasons if ike else (),
+        soft_sa=soft_sa,
+        clear_handshake=sum(1 for p in mine if p.kind == "clear" and not p.payload),
+        xfrm_errors=outcome.get("xfrm_errors", {}),
     )
     observed = observe(delivered, mine)
+    if probe.get("tamper") and observed == "dropped" and not any(
+            "Proto" in k or "Error" in k for k in ev.xfrm_errors):
+        observed = "dropped-elsewhere"  # not the receiver's integrity check: the test proves nothing
+    expected = str(expectation.result)
+    if expectation.ike:
+        expected += f", IKE {expectation.ike}"
+        observed += f", IKE {ike.state if ike else 'unknown'}"
     return Verdict(
         id=expectation.id, source=expectation.source, destination=expectation.destination,
-        service=expectation.service.name, expected=str(expectation.result), observed=observed,
+        service=expectation.service.name, expected=expected, observed=observed,
         reason=reason(observed, ev, probe["timeout"]), evidence=ev,
         line=expectation.where.line if expectation.where else None,
     )

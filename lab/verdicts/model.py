@@ -46,6 +46,11 @@ class Evidence:
     sa: SaRef | None
     marker_in_clear: bool  # the probe's marker was readable in some unprotected packet
     credential_in_clear: bool  # so was the fake login it carried
+    ike: str | None = None  # "established" | "failed" between the two hosts during the run
+    ike_reasons: tuple[str, ...] = ()  # what charon logged when negotiation failed
+    soft_sa: str | None = None  # "fe fell back to clear for 10.10.2.20 after 3.0 s of IKE silence"
+    clear_handshake: int = 0  # payload-less packets accepted in clear before IPsec took over
+    xfrm_errors: dict = field(default_factory=dict)  # receiver's XFRM counter increases (tamper)
 
     @property
     def clear_packets(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.ipsec import AH, ESP
 from scapy.layers.l2 import Ether  # noqa: F401  (registers the link type for rdpcap)
 from scapy.utils import PcapReader
@@ -32,6 +32,7 @@ class Packet:
     spi: str | None  # 8 hex digits, as charon prints them
     inner_esp: bool  # AH around ESP
     raw: bytes  # the IP packet as captured (truncated at the snap length)
+    payload: int = 0  # bytes of application data (TCP/UDP payload, ICMP echo data); 0 for handshakes
 
 
 def _ports(layer) -> tuple[int | None, int | None]:
@@ -62,9 +63,23 @@ def classify_packet(network: str, time: float, ip) -> Packet:
             return Packet(kind="esp", protocol=50, sport=udp.sport, dport=udp.dport,
                           spi=payload[:4].hex(), **base)  # ESP in UDP (NAT traversal)
         return Packet(kind="ike", protocol=17, sport=udp.sport, dport=udp.dport, spi=None, **base)
+    if ICMP in ip and ip[ICMP].type in (0, 8):  # echo: the id plays the part of the ports
+        icmp = ip[ICMP]
+        return Packet(kind="clear", protocol=1, sport=icmp.id, dport=icmp.id, spi=None,
+                      payload=max(ip.len - ip.ihl * 4 - 8, 0), **base)
     sport, dport = _ports(ip)
     kind = "clear" if sport is not None or ip.proto == 1 else "other"
-    return Packet(kind=kind, protocol=ip.proto, sport=sport, dport=dport, spi=None, **base)
+    return Packet(kind=kind, protocol=ip.proto, sport=sport, dport=dport, spi=None,
+                  payload=_payload_length(ip), **base)
+
+
+def _payload_length(ip) -> int:
+    """Application bytes, from the length fields (frames shorter than 60 bytes carry padding)."""
+    if TCP in ip:
+        return max(ip.len - ip.ihl * 4 - ip[TCP].dataofs * 4, 0)
+    if UDP in ip:
+        return max(ip[UDP].len - 8, 0)
+    return 0
 
 
 def read_capture(network: str, path: str) -> list[Packet]:

@@ -1,0 +1,91 @@
+"""IKE between two hosts: did it come up, and if not, what did charon say?
+
+Host side. Outcomes come from the SA events each charon reported (ike-updown) and from list-sas;
+reasons come from the daemons' logs, where every line of an IKE_SA carries its tag
+(`<rule-fe-be-http|1>`), so a failure can be tied to the peer it concerned.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# What charon logs when a negotiation fails, most telling first.
+FAILURES = [
+    r"received NO_PROPOSAL_CHOSEN notify.*",
+    r"no acceptable proposal found",
+    r"received TS_UNACCEPTABLE notify.*",
+    r"no acceptable traffic selectors found",
+    r"traffic selectors .* unacceptable",
+    r"received AUTHENTICATION_FAILED notify.*",
+    r"tried \d+ shared keys? for .* but MAC mismatched",
+    r"no matching peer config found",
+    r"received INVALID_KE_PAYLOAD notify.*",
+    r"giving up after \d+ retransmits",
+    r"establishing CHILD_SA .* failed",
+    r"failed to establish CHILD_SA.*",
+]
+_TAG = re.compile(r"\[\w+\] <([^>]+)> (.*)$")
+_ADDR = re.compile(r"(?:to|from) (\d+\.\d+\.\d+\.\d+)")
+
+
+@dataclass(frozen=True)
+class IkeOutcome:
+    established: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        return "established" if self.established else "failed"
+
+
+def established_between(events: dict, sas: dict, a: str, b: str) -> bool:
+    pair = {a, b}
+    for per_host in events.values():
+        for ev in per_host:
+            if ev.get("event") == "ike-updown" and ev["data"].get("up") == "yes":
+                for key, ike in ev["data"].items():
+                    if isinstance(ike, dict) and {ike.get("local-host"), ike.get("remote-host")} == pair:
+                        return True
+    for entries in sas.values():
+        for entry in entries:
+            for ike in entry.values():
+                if ike.get("state") == "ESTABLISHED" and {ike.get("local-host"), ike.get("remote-host")} == pair:
+                    return True
+    return False
+
+
+def failure_reasons(log: str, peer: str) -> list[str]:
+    """Failure lines of the IKE_SAs in this log that concerned `peer`, in order, deduplicated."""
+    peer_of: dict[str, str] = {}
+    found: list[tuple[str, str]] = []
+    for line in log.splitlines():
+        m = _TAG.search(line)
+        if not m:
+            continue
+        tag, msg = m.groups()
+        addr = _ADDR.search(msg)
+        if addr and tag not in peer_of:
+            peer_of[tag] = addr.group(1)
+        for pattern in FAILURES:
+            hit = re.search(pattern, msg)
+            if hit:
+                found.append((tag, hit.group(0)))
+                break
+    reasons: list[str] = []
+    for tag, text in found:
+        if peer_of.get(tag) == peer and text not in reasons:
+            reasons.append(text)
+    return reasons
+
+
+def outcome(results: dict, logs_dir: str, src: tuple[str, str], dst: tuple[str, str]) -> IkeOutcome:
+    """src and dst are (host, address)."""
+    up = established_between(results.get("events", {}), results.get("sas", {}), src[1], dst[1])
+    reasons: list[str] = []
+    for (host, _), (_, peer) in ((src, dst), (dst, src)):
+        path = Path(logs_dir, f"charon-{host}.log")
+        if path.exists():
+            reasons += [f"{host}: {r}" for r in failure_reasons(path.read_text(errors="replace"), peer)]
+    return IkeOutcome(up, tuple(reasons))

@@ -8,9 +8,9 @@ BIN      := $(VENV)/bin
 STAMP    := .lab
 APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
 	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
-	patchelf python3-venv ca-certificates
+	patchelf python3-venv ca-certificates docker.io debootstrap
 
-.PHONY: setup lab test unit conformance verify bench clean cleanup help
+.PHONY: setup lab test unit conformance verify bench clean cleanup help images
 
 help:
 	@echo "make lab    install what is missing, run the conformance suite on every topology (tox -e lab)"
@@ -18,6 +18,7 @@ help:
 	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
 	@echo "make bench  time lab verify (guest boot, bring-up, probes, teardown) into bench/results/"
 	@echo "make cleanup  remove what a killed run left behind"
+	@echo "make images   build the Docker provider's strongSwan image offline (debootstrap; else on first use)"
 
 setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/uml
 
@@ -59,6 +60,9 @@ verify: setup
 
 bench: setup
 	$(BIN)/python bench/bench_verify.py $(TOPOLOGY)
+
+images: setup
+	$(BIN)/lab image build
 
 cleanup:
 	$(BIN)/lab cleanup

@@ -1,0 +1,195 @@
+"""Container images for the Docker provider, built offline from Debian packages (host side).
+
+No container registry is reachable from the lab's machines, so the image is a root file system
+made by debootstrap (minbase plus strongSwan and the tools the lab and testinfra need) and kept
+as a tarball under /var/lib/ipsec-lab/images/. The guest's dockerd imports it (`docker import`).
+The tag derives from the content: a hash of the suite, the package list and the build script,
+so the same inputs give the same tag and a changed input gives a new image. Users who do have a
+registry build the same thing from docker/Dockerfile.
+
+Each image is two files: `<tag-hash>.tar` (the root file system) and `<tag-hash>.json` (what
+it holds, its size and how long it took to build). A build writes into a temporary folder beside
+them and renames at the end, so a killed build never leaves a half image under a valid name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import LabError, MissingTool
+
+IMAGES_DIR = Path(os.environ.get("LAB_IMAGES_DIR", "/var/lib/ipsec-lab/images"))
+REPOSITORY = "ipsec-lab/strongswan"
+SUITE = "bookworm"
+# strongswan-charon: the daemon; its VICI plugin ships in strongswan-swanctl; the plugins the lab loads (openssl, kernel-netlink, vici, ...)
+# live in libstrongswan-standard-plugins and libcharon-extra-plugins; iproute2 for `ip xfrm`
+# inside the container; procps because testinfra's process module calls `ps`.
+PACKAGES = (
+    "strongswan-charon",
+    "strongswan-swanctl",  # holds charon's vici plugin (and swanctl, handy inside a container)
+    "libstrongswan-standard-plugins",
+    "libcharon-extra-plugins",
+    "iproute2",
+    "procps",
+    "netbase",  # /etc/protocols and /etc/services: charon resolves `tcp` and `http` in selectors
+)
+
+# Runs inside the fresh root file system after debootstrap, as `chroot ROOTFS sh -c SCRIPT`.
+# Part of the tag: change it and the image is rebuilt.
+TRIM_SCRIPT = """set -e
+rm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* \
+  /usr/share/info/* /usr/share/locale/* /var/log/*.log /var/cache/debconf/*-old
+mkdir -p /vici
+# charon's own defaults would load ~70 plugins; the lab gives it a strongswan.conf of its own.
+"""
+
+
+def image_id(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE, script: str = TRIM_SCRIPT) -> str:
+    """Twelve hex digits of a hash over everything that decides the image's content."""
+    h = hashlib.sha256()
+    for part in (suite, "\n".join(sorted(packages)), script, "debootstrap --variant=minbase"):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def tag(ident: str | None = None) -> str:
+    return f"{REPOSITORY}:{ident or image_id()}"
+
+
+@dataclass(frozen=True)
+class Image:
+    ident: str
+    tarball: Path
+    meta: dict
+
+    @property
+    def tag(self) -> str:
+        return tag(self.ident)
+
+    @property
+    def size(self) -> int:
+        return self.tarball.stat().st_size
+
+
+def find(ident: str | None = None, directory: Path | None = None) -> Image | None:
+    directory = directory or IMAGES_DIR
+    ident = ident or image_id()
+    tarball, meta = directory / f"{ident}.tar", directory / f"{ident}.json"
+    if not (tarball.is_file() and meta.is_file()):
+        return None
+    return Image(ident, tarball, json.loads(meta.read_text()))
+
+
+def list_images(directory: Path | None = None) -> list[Image]:
+    directory = directory or IMAGES_DIR
+    if not directory.is_dir():
+        return []
+    found = []
+    for meta in sorted(directory.glob("*.json")):
+        img = find(meta.stem, directory)
+        if img:
+            found.append(img)
+    return found
+
+
+def debian_mirror(sources: tuple[str, ...] = ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list")) -> str:
+    """The Debian mirror this machine's apt already uses (LAB_DEBIAN_MIRROR overrides it)."""
+    if os.environ.get("LAB_DEBIAN_MIRROR"):
+        return os.environ["LAB_DEBIAN_MIRROR"]
+    for path in sources:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.strip()
+            m = re.match(r"URIs:\s*(\S+)", line) or re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", line)
+            if m and "security" not in m.group(1):
+                return m.group(1)
+    raise MissingTool("no Debian mirror found in /etc/apt/sources*: set LAB_DEBIAN_MIRROR")
+
+
+def _say(on_progress, message: str) -> None:
+    if on_progress:
+        on_progress({"phase": "image", "message": message})
+
+
+def build(on_progress=None, force: bool = False, directory: Path | None = None) -> Image:
+    """debootstrap the image's root file system and pack it; returns the existing one if built."""
+    directory = directory or IMAGES_DIR
+    ident = image_id()
+    if not force and (img := find(ident, directory)):
+        return img
+    if not shutil.which("debootstrap", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+        raise MissingTool("debootstrap is not installed: run `make setup` (Debian package debootstrap)")
+    if os.geteuid() != 0:
+        raise MissingTool("building the image needs root (debootstrap): run it with sudo")
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f"build-{ident}-", dir=directory))
+    try:
+        rootfs = work / "rootfs"
+        mirror = debian_mirror()
+        _say(on_progress, f"building {tag(ident)} with debootstrap ({SUITE}, minbase + {len(PACKAGES)} packages); "
+                          "about a minute, once")
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror]
+        _run(argv, on_progress, "debootstrap")
+        _run(["chroot", str(rootfs), "/bin/sh", "-c", TRIM_SCRIPT], on_progress, "trim")
+        _say(on_progress, "packing the root file system")
+        tarball = work / "image.tar"
+        _run(["tar", "-C", str(rootfs), "--numeric-owner", "--sort=name", "-cf", str(tarball), "."],
+             on_progress, "tar")
+        versions = subprocess.run(
+            ["chroot", str(rootfs), "dpkg-query", "-W", "-f=${Package} ${Version}\\n", *PACKAGES],
+            capture_output=True, text=True, check=False).stdout.split("\n")
+        meta = {
+            "tag": tag(ident), "id": ident, "suite": SUITE, "packages": list(PACKAGES),
+            "versions": [v for v in versions if v], "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.monotonic() - started, 1), "size": tarball.stat().st_size,
+        }
+        os.replace(tarball, directory / f"{ident}.tar")
+        (directory / f"{ident}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        _say(on_progress, f"built {tag(ident)}: {meta['size'] / 1e6:.0f} MB in {meta['build_seconds']} s")
+        return find(ident, directory)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(argv: list[str], on_progress, what: str) -> None:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-20:]
+        if what == "debootstrap" and line.startswith("I: ") and any(
+                w in line for w in ("Retrieving Release", "Validating Packages", "Installing core",
+                                    "Unpacking the base", "Configuring the base", "Base system installed")):
+            _say(on_progress, line[3:].strip())
+    if proc.wait() != 0:
+        raise LabError(f"image build: {what} failed ({proc.returncode}): " + " | ".join(tail[-5:]))
+
+
+def main(argv: list[str]) -> int:  # `python -m lab.images build|list`, for make images
+    def show(e):
+        print(e["message"], file=sys.stderr)
+    if argv[:1] == ["build"]:
+        img = build(show, force="--force" in argv)
+        print(f"{img.tag}  {img.tarball}")
+    else:
+        for img in list_images():
+            print(f"{img.tag}  {img.size / 1e6:.0f} MB  built {img.meta.get('built')}  {img.tarball}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""The Docker provider's pieces that need no lab: image tags, the image store, dockerd's command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab import images
+from lab.cli import parser
+from lab.guest import containers
+
+
+def test_the_tag_derives_from_the_content():
+    assert images.image_id() == images.image_id()
+    assert len(images.image_id()) == 12
+    assert images.tag().startswith("ipsec-lab/strongswan:")
+    assert images.image_id(packages=images.PACKAGES + ("tcpdump",)) != images.image_id()
+    assert images.image_id(suite="trixie") != images.image_id()
+    assert images.image_id(script=images.TRIM_SCRIPT + "true\n") != images.image_id()
+    # The order packages are listed in does not make a new image.
+    assert images.image_id(packages=tuple(reversed(images.PACKAGES))) == images.image_id()
+
+
+def test_the_image_carries_what_charon_and_testinfra_need():
+    for package in ("strongswan-charon", "strongswan-swanctl", "libstrongswan-standard-plugins",
+                    "libcharon-extra-plugins", "iproute2", "procps", "netbase"):
+        assert package in images.PACKAGES
+
+
+def test_the_dockerfile_installs_the_same_packages():
+    text = (images.Path(__file__).resolve().parent.parent / "docker" / "Dockerfile").read_text()
+    assert "bookworm-slim" in text
+    for package in images.PACKAGES:
+        assert package in text
+
+
+def _fake_image(directory, ident="0123456789ab"):
+    (directory / f"{ident}.tar").write_bytes(b"x" * 10)
+    (directory / f"{ident}.json").write_text(json.dumps({"tag": images.tag(ident), "built": "now"}))
+    return ident
+
+
+def test_list_and_find(tmp_path):
+    assert images.list_images(tmp_path) == []
+    assert images.list_images(tmp_path / "missing") == []
+    ident = _fake_image(tmp_path)
+    (tmp_path / "half.tar").write_bytes(b"")  # a tarball without its metadata is not an image
+    found = images.list_images(tmp_path)
+    assert [i.ident for i in found] == [ident]
+    assert found[0].tag == f"ipsec-lab/strongswan:{ident}" and found[0].size == 10
+    assert images.find(ident, tmp_path).tarball == tmp_path / f"{ident}.tar"
+    assert images.find("ffffffffffff", tmp_path) is None
+
+
+def test_build_reuses_an_image_with_the_same_tag(tmp_path, monkeypatch):
+    _fake_image(tmp_path, images.image_id())
+
+    def no(*a, **kw):
+        raise AssertionError("must not run debootstrap again")
+    monkeypatch.setattr(images.subprocess, "Popen", no)
+    assert images.build(directory=tmp_path).ident == images.image_id()
+
+
+@pytest.mark.parametrize("text, url", [
+    ("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n", "http://mirror.example/debian"),
+    ("deb http://mirror.example/debian bookworm main\n", "http://mirror.example/debian"),
+    ("deb [signed-by=/k.gpg] http://m.example/d bookworm main\n", "http://m.example/d"),
+    ("deb http://m.example/debian-security bookworm-security main\ndeb http://m.example/d bookworm main\n",
+     "http://m.example/d"),
+])
+def test_the_mirror_is_the_one_apt_uses(tmp_path, monkeypatch, text, url):
+    monkeypatch.delenv("LAB_DEBIAN_MIRROR", raising=False)
+    f = tmp_path / "sources"
+    f.write_text(text)
+    assert images.debian_mirror((str(f),)) == url
+    monkeypatch.setenv("LAB_DEBIAN_MIRROR", "http://other.example/debian")
+    assert images.debian_mirror((str(f),)) == "http://other.example/debian"
+
+
+def test_dockerd_is_private_to_the_run_and_leaves_the_network_alone():
+    argv = containers.dockerd_argv("/tmp/lab")
+    for flag in ("--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
+                 "--ip-forward=false"):
+        assert flag in argv
+    assert all(v.startswith("/tmp/lab/docker/") for v in
+               (argv[argv.index(o) + 1] for o in ("--data-root", "--exec-root", "--pidfile")))
+    assert argv[-1] == "unix:///tmp/lab/docker/docker.sock"
+    snippet = containers.init_snippet("/tmp/lab")
+    assert "mount -t tmpfs tmpfs /etc/docker" in snippet  # dockerd's key.json must not reach the host
+    assert " ".join(argv) + " > /tmp/lab/docker/dockerd.log 2>&1 &" in snippet
+
+
+def test_cli_has_the_provider_and_image_verbs(monkeypatch):
+    monkeypatch.delenv("LAB_PROVIDER", raising=False)
+    args = parser().parse_args(["verify", "t.yaml", "--provider", "docker"])
+    assert args.provider == "docker"
+    assert parser().parse_args(["verify", "t.yaml"]).provider == "netns"
+    assert parser().parse_args(["image", "list"]).action == "list"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["verify", "t.yaml", "--provider", "vm"])

@@ -18,6 +18,7 @@ from lab.model.topology import Expectation, Host, Topology
 # Seconds; covers TCP's SYN retries at 1 s and 3 s while IKE runs, and a Windows soft SA that
 # arrives after 3 s of IKE silence (the SYN retried at 7 s then gets through).
 PROBE_TIMEOUT = 10.0
+TAMPER_TIMEOUT = 4.0  # the SA is up already: a tampered flow fails fast or not at all
 MULTICAST_GROUP = "239.255.10.1"  # administratively scoped: never leaves a lab network
 
 
@@ -68,14 +69,16 @@ def listeners(topology: Topology) -> dict[str, list[dict]]:
     for h in topology.hosts:
         for s in h.services:
             wanted[h.name][(s.protocol, s.port)] = s.name
-    groups: dict[str, set[str]] = {h.name: set() for h in topology.hosts}
+    groups: dict[str, set[tuple[str, str]]] = {h.name: set() for h in topology.hosts}
     for e in topology.expectations:
         if e.service.protocol != "icmp":  # the kernel answers echo requests itself
             wanted[e.destination].setdefault((e.service.protocol, e.service.port), e.service.name)
-        if e.via == "multicast":
-            groups[e.destination].add(MULTICAST_GROUP)
+        if e.via == "multicast":  # joined on the interface facing the sender (no route needed)
+            src, dst = topology.host(e.source), topology.host(e.destination)
+            groups[e.destination].add((MULTICAST_GROUP, str(destination_address(src, dst))))
     return {
-        host: [{"protocol": p, "port": port, "service": name, "groups": sorted(groups[host]) if p == "udp" else []}
+        host: [{"protocol": p, "port": port, "service": name,
+                "groups": [{"group": g, "address": a} for g, a in sorted(groups[host])] if p == "udp" else []}
                for (p, port), name in sorted(svc.items())]
         for host, svc in wanted.items()
     }
@@ -143,7 +146,7 @@ def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[st
         "marker": marker,
         "payload": text,
         "credential_on_wire": on_wire,
-        "timeout": PROBE_TIMEOUT,
+        "timeout": TAMPER_TIMEOUT if exp.tamper else PROBE_TIMEOUT,
     }
 
 

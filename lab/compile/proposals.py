@@ -14,6 +14,10 @@ DH_GROUPS = {1: "modp768", 2: "modp1024", 5: "modp1536", 14: "modp2048", 15: "mo
 DEFAULT_IKE = ["aes256-sha256-modp2048"]
 DEFAULT_ESP = ["aes256gcm16", "aes256-sha256"]
 DEFAULT_AH = ["sha256"]
+# What a Windows 2000/2003 default response rule accepts (its default security methods), so
+# a Respond Only host can answer a Windows-era Request/Require server.
+WINDOWS_RESPONSE_ESP = ["3des-sha1", "3des-md5", "des-sha1", "des-md5"]
+WINDOWS_RESPONSE_AH = ["sha1", "md5"]
 
 
 def ike_proposal(m: IkeMethod) -> str:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import ipaddress
 
 from lab.compile.exemptions import exemption_children
-from lab.compile.proposals import DEFAULT_AH, DEFAULT_ESP, child_lifetimes, child_proposals, ike_proposals
+from lab.compile.proposals import (DEFAULT_AH, DEFAULT_ESP, WINDOWS_RESPONSE_AH, WINDOWS_RESPONSE_ESP,
+                                   child_lifetimes, child_proposals, ike_proposals)
 from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Topology
 
 SHUNT_CONN = "shunts"  # never selected by a real peer: its remote is 127.0.0.1
@@ -136,20 +137,27 @@ def respond_connection(topology: Topology, host: Host) -> dict:
                 "local_ts": ["dynamic"],
                 "remote_ts": ["dynamic"],
                 "start_action": "none",
-                "esp_proposals": _respond_offers(topology, host, "esp_proposals", DEFAULT_ESP),
-                "ah_proposals": _respond_offers(topology, host, "ah_proposals", DEFAULT_AH),
+                "esp_proposals": _respond_offers(topology, host, "esp_proposals", DEFAULT_ESP + WINDOWS_RESPONSE_ESP),
+                "ah_proposals": _respond_offers(topology, host, "ah_proposals", DEFAULT_AH + WINDOWS_RESPONSE_AH),
             }
         },
     }
 
 
+# A responder goes along with the initiator's session-key PFS: each method is offered without
+# PFS and with the usual groups (a proposal may list several; any one of them matches).
+RESPOND_PFS = "-modp1024-modp768-modp2048-ecp256"
+
+
 def _respond_offers(topology: Topology, host: Host, key: str, default: list[str]) -> list[str]:
-    """The default response rule answers with the policy's own methods (or the defaults)."""
+    """The default response rule accepts the policy's own methods, then the modern defaults and
+    the Windows default methods, each with or without PFS."""
     offers: list[str] = []
     for rule in topology.policy(host.policy).rules:
         if rule.negotiates:
             offers += [p for p in child_proposals(rule).get(key, []) if p not in offers]
-    return offers + [p for p in default if p not in offers]
+    offers += [p for p in default if p not in offers]
+    return offers + [p + RESPOND_PFS for p in default]
 
 
 def compile_host(topology: Topology, host: Host) -> dict[str, dict]:

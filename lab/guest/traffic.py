@@ -31,8 +31,8 @@ class Listeners:
             for svc in h["listeners"]:
                 with inside(h["ns"]):
                     s = self._bind(svc["protocol"], svc["port"])
-                    for group in svc.get("groups", []):
-                        mreq = socket.inet_aton(group) + socket.inet_aton("0.0.0.0")
+                    for g in svc.get("groups", []):
+                        mreq = socket.inet_aton(g["group"]) + socket.inet_aton(g["address"])
                         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
                 self._socks.append(s)
                 target = self._serve_tcp if svc["protocol"] == "tcp" else self._serve_udp

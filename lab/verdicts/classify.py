@@ -55,7 +55,15 @@ def algorithms(child: dict) -> str:
 
 def find_sa(rows: list[ChildSa], probe: dict) -> ChildSa | None:
     """The SA on the probe's source (or else destination) host whose selectors cover the flow."""
+    found = covering_sas(rows, probe)
+    return found[0] if found else None
+
+
+def covering_sas(rows: list[ChildSa], probe: dict) -> list[ChildSa]:
+    """Every SA on either host whose selectors cover the flow: when both peers initiate, each
+    direction may travel in a CHILD_SA of its own."""
     proto, sport, dport = probe["protocol"], probe["sport"], probe["port"]
+    found = []
     for host, me, me_port, peer, peer_port in (
         (probe["src"], probe["src_address"], sport, probe["dst_address"], dport),
         (probe["dst"], probe["dst_address"], dport, probe["src_address"], sport),
@@ -65,8 +73,8 @@ def find_sa(rows: list[ChildSa], probe: dict) -> ChildSa | None:
                 continue
             if any(covers(ts, me, proto, me_port) for ts in row.local_ts) and \
                     any(covers(ts, peer, proto, peer_port) for ts in row.remote_ts):
-                return row
-    return None
+                found.append(row)
+    return found
 
 
 def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:
@@ -78,10 +86,10 @@ def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:
     return p.protocol == proto_num and (seen == a or seen == (a[2], a[3], a[0], a[1]))
 
 
-def flow_packets(packets: list[Packet], probe: dict, sa: ChildSa | None) -> list[Packet]:
+def flow_packets(packets: list[Packet], probe: dict, sas: list[ChildSa]) -> list[Packet]:
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[probe["protocol"]]
     pair = {probe["src_address"], probe["dst_address"]}
-    spis = {sa.spi_in, sa.spi_out} if sa else set()
+    spis = {spi for sa in sas for spi in (sa.spi_in, sa.spi_out)}
     start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
     out = []
     for p in packets:
@@ -155,8 +163,9 @@ def reason(observed: str, ev: Evidence, timeout: float) -> str:
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
           networks: list[str], expectation, ike=None, soft_sa: str | None = None) -> Verdict:
     probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
-    row = find_sa(rows, probe)
-    mine = flow_packets(packets, probe, row)
+    covering = covering_sas(rows, probe)
+    row = covering[0] if covering else None
+    mine = flow_packets(packets, probe, covering)
     delivered = bool(outcome["delivered"])
     t_done = outcome["t_reply"] or outcome["t_end"]
     ev = Evidence(

@@ -41,17 +41,20 @@ class IkeOutcome:
 
 
 def established_between(events: dict, sas: dict, a: str, b: str) -> bool:
+    """Did a CHILD_SA (Windows: a Quick Mode SA) come up between a and b? An IKE_SA alone is
+    not enough: with disjoint proposals IKE comes up and no traffic is ever protected."""
     pair = {a, b}
     for per_host in events.values():
         for ev in per_host:
-            if ev.get("event") == "ike-updown" and ev["data"].get("up") == "yes":
-                for key, ike in ev["data"].items():
+            if ev.get("event") == "child-updown" and ev["data"].get("up") == "yes":
+                for ike in ev["data"].values():
                     if isinstance(ike, dict) and {ike.get("local-host"), ike.get("remote-host")} == pair:
                         return True
     for entries in sas.values():
         for entry in entries:
             for ike in entry.values():
-                if ike.get("state") == "ESTABLISHED" and {ike.get("local-host"), ike.get("remote-host")} == pair:
+                if {ike.get("local-host"), ike.get("remote-host")} == pair and any(
+                        c.get("state") == "INSTALLED" for c in ike.get("child-sas", {}).values()):
                     return True
     return False
 

@@ -1,25 +1,33 @@
 """Load a topology file: YAML -> schema check -> semantic checks -> resolved model.
 
 Every problem becomes one line `FILE:LINE: FIELD.PATH: message`, and all of them are
-reported at once (TopologyError), so a designer can fix a file in one pass.
+reported at once (TopologyError), so a designer can fix a file in one pass. The words for
+YAML and schema errors are in lab.model.errors_text.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from jsonschema import Draft202012Validator, FormatChecker
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from lab.errors import TopologyError
 from lab.model.builtins import BUILTIN_POLICIES
+from lab.model.errors_text import (
+    Doc,
+    Loc,
+    bad_subnet,
+    field_name,
+    in_line_order,
+    schema_problems,
+    suggest,
+    yaml_problem,
+)
 from lab.model.services import parse_service
 from lab.model.topology import (
     Action,
@@ -37,7 +45,6 @@ from lab.model.topology import (
     Security,
     Service,
     Topology,
-    Where,
 )
 
 SCHEMA: dict = json.loads(Path(__file__).with_name("schema.json").read_text(encoding="utf-8"))
@@ -53,31 +60,19 @@ def _is_subnet(text: object) -> bool:
 
 _VALIDATOR = Draft202012Validator(SCHEMA, format_checker=_FORMATS)
 
-Loc = tuple  # a place in the document: mapping keys (str) and list indexes (int)
-
-
 def load_topology(path: str | Path) -> Topology:
     """Read, validate and resolve a topology file. Raises TopologyError listing every problem."""
-    doc = _Doc(str(path), _read_yaml(path))
-    problems = _sorted(_schema_problems(doc))
+    doc = Doc(str(path), _read_yaml(path))
+    problems = in_line_order(schema_problems(doc, _VALIDATOR.iter_errors(doc.data)))
     builder = _Builder(doc)
     topology = builder.build()
-    problems += [p for p in _sorted(builder.problems) if p not in problems]
+    problems += [p for p in in_line_order(builder.problems) if p not in problems]
     if problems:
         raise TopologyError(problems)
     return topology
 
 
 # ---- reading ---------------------------------------------------------------------------------
-
-_YAML_HINTS = {
-    "expected <block end>": "bad indentation: this line does not line up with the lines above",
-    "mapping values are not allowed here": "unexpected ':'; check the indentation, "
-    "or quote a value that contains ': '",
-    "did not find expected key": "bad indentation: expected a 'key: value' line here",
-    "could not find expected ':'": "expected 'key: value'; check the indentation",
-    "found character '\\t'": "tabs are not allowed; indent with spaces",
-}
 
 
 def _read_yaml(path: str | Path) -> Any:
@@ -91,163 +86,13 @@ def _read_yaml(path: str | Path) -> Any:
     try:
         data = YAML(typ="rt").load(text)
     except MarkedYAMLError as e:
-        raise TopologyError([_yaml_problem(str(path), e)]) from None
+        raise TopologyError([yaml_problem(str(path), e)]) from None
     except YAMLError as e:
         raise TopologyError([f"{path}:1: invalid YAML: {e}"]) from None
     if data is None:
         empty = f"{path}:1: the file is empty; a topology needs name, networks and hosts"
         raise TopologyError([empty])
     return data
-
-
-def _yaml_problem(file: str, e: MarkedYAMLError) -> str:
-    mark = e.problem_mark or e.context_mark
-    line = mark.line + 1 if mark else 1
-    problem = str(e.problem or e.context or "cannot parse")
-    duplicate = re.match(r'found duplicate key "(.*?)"', problem)
-    if duplicate:
-        return f"{file}:{line}: invalid YAML: duplicate key {duplicate.group(1)!r}"
-    for start, hint in _YAML_HINTS.items():
-        if problem.startswith(start):
-            return f"{file}:{line}: invalid YAML: {hint}"
-    return f"{file}:{line}: invalid YAML: {problem}"
-
-
-# ---- where things are --------------------------------------------------------------------------
-
-
-class _Doc:
-    """The parsed file and its name: turns a path into `FILE:LINE: field: message`."""
-
-    def __init__(self, file: str, data: Any):
-        self.file, self.data = file, data
-
-    def line(self, path: Loc) -> int:
-        """Line of the deepest key or item of `path` that exists (1-based)."""
-        node = self.data
-        line = node.lc.line + 1 if hasattr(node, "lc") else 1
-        for part in path:
-            try:
-                if isinstance(node, dict) and part in node:
-                    line = node.lc.key(part)[0] + 1
-                elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                    line = node.lc.item(part)[0] + 1
-                else:
-                    break
-            except (AttributeError, KeyError, IndexError):  # merged `<<:` keys have no position
-                break
-            node = node[part]
-        return line
-
-    def where(self, path: Loc) -> Where:
-        return Where(self.file, self.line(path), _field(path))
-
-    def problem(self, path: Loc, message: str, field: Loc | None = None) -> tuple[int, str]:
-        """(line, text): the line is kept apart so problems sort without parsing text."""
-        line, name = self.line(path), _field(path if field is None else field)
-        return line, f"{self.file}:{line}: {name + ': ' if name else ''}{message}"
-
-
-def _field(path: Loc) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
-
-
-def _sorted(problems: list[tuple[int, str]]) -> list[str]:
-    """Unique problem texts in line order; on one line, by field (so the order is stable)."""
-    return list(dict.fromkeys(text for _, text in sorted(problems)))
-
-
-def _suggest(word: object, known: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# ---- schema errors in human words -------------------------------------------------------------
-
-_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "text",
-               "integer": "a whole number", "boolean": "true or false", "number": "a number"}
-
-
-def _got(value: object) -> str:
-    """A value as the user wrote it, or what kind of thing it is."""
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    if value is None or isinstance(value, bool):
-        return {None: "nothing", True: "true", False: "false"}[value]
-    return repr(str(value)) if isinstance(value, str) else str(value)
-
-
-def _schema_problems(doc: _Doc) -> list[tuple[int, str]]:
-    return [doc.problem(path, message, field)
-            for error in _VALIDATOR.iter_errors(doc.data)
-            for path, message, field in _explain(error)]
-
-
-def _explain(e: ValidationError) -> Iterator[tuple[Loc, str, Loc]]:
-    """(path for the line, message, field path) for one jsonschema error."""
-    path = tuple(e.absolute_path)
-    if "propertyNames" in e.absolute_schema_path:  # the error is about a key, not a value
-        yield path + (e.instance,), f"name {_must(e)}", path + (str(e.instance),)
-    elif e.validator == "additionalProperties":
-        known = e.schema.get("properties", {})
-        for key in [k for k in e.instance if k not in known]:
-            yield path + (key,), f"unknown key {str(key)!r}{_suggest(key, known)}", path
-    elif e.validator == "required":
-        for key in [k for k in e.validator_value if k not in e.instance]:
-            yield path, f"missing required key {key!r}", path
-    elif e.validator == "anyOf" and isinstance(e.instance, (dict, list)):
-        yield from _explain_branch(e)
-    else:
-        yield path, _message(e), path
-
-
-def _explain_branch(e: ValidationError) -> Iterator[tuple[Loc, str, Loc]]:
-    # A list or mapping failed every branch: report the errors of the branch of its type.
-    kind = "array" if isinstance(e.instance, list) else "object"
-    for i, branch in enumerate(e.validator_value):
-        if branch.get("type") == kind:
-            for sub in e.context or ():
-                if sub.relative_schema_path[0] == i:
-                    yield from _explain(sub)
-            return
-    path = tuple(e.absolute_path)
-    yield path, _must(e), path
-
-
-def _must(e: ValidationError) -> str:
-    expected = e.schema.get("x-expected") or _TYPE_WORDS.get(str(e.schema.get("type")), "valid")
-    return f"must be {expected} (got {_got(e.instance)})"
-
-
-def _message(e: ValidationError) -> str:
-    v, value = e.validator, e.instance
-    if v == "enum":
-        return f"must be one of {', '.join(map(str, e.validator_value))} (got {_got(value)})"
-    if v == "format" and e.validator_value == "ipv4":
-        return f"{value!r} is not an IPv4 address"
-    if v == "format":
-        return _bad_subnet(value)
-    if v in ("minItems", "minProperties"):
-        return "must not be empty"
-    if v == "uniqueItems":
-        dupes = sorted({str(x) for x in value if value.count(x) > 1})
-        return f"lists {', '.join(dupes)} more than once"
-    if v in ("type", "pattern", "anyOf", "minimum", "maximum"):
-        return _must(e)
-    return e.message  # not expected with this schema; better raw than nothing
-
-
-def _bad_subnet(value: str) -> str:
-    try:
-        net = ipaddress.IPv4Network(value, strict=False)
-    except ValueError:
-        return f"{value!r} is not an IPv4 subnet"
-    if "/" not in value:
-        return f"{value!r} is not an IPv4 subnet; add a prefix length: {net.network_address}/24?"
-    return f"{value!r} has host bits set; the subnet is {net}"
 
 
 # ---- semantic checks and the model ---------------------------------------------------------
@@ -290,9 +135,9 @@ class _Builder:
     here, because the schema has already reported it.
     """
 
-    def __init__(self, doc: _Doc):
+    def __init__(self, doc: Doc):
         self.doc = doc
-        self.problems: list[tuple[int, str]] = []
+        self.problems: list[tuple[int, str, str]] = []
         self.raw = _map(doc.data)
         self.raw_hosts = _map(self.raw.get("hosts"))
         self.hosts: dict[str, Host] = {}
@@ -362,7 +207,7 @@ class _Builder:
             if net_name in networks:
                 self._check_address(p, address, networks[net_name])
             if address in used:
-                self.error(p, f"{address} is already used by {_field(used[address])} "
+                self.error(p, f"{address} is already used by {field_name(used[address])} "
                            f"(line {self.doc.line(used[address])})")
             used.setdefault(address, p)
             out.append(Interface(str(net_name), address))
@@ -434,7 +279,7 @@ class _Builder:
         flt = self._filter(path + ("filter",), _map(raw.get("filter")))
         if action is None or flt is None:
             return None
-        return Rule(str(raw.get("name")), flt, action, security, self.doc.where(path))
+        return Rule(str(raw.get("name")), flt, action, security, where=self.doc.where(path))
 
     def _security(self, path: Loc, raw: object, action: Action | None) -> tuple[Security, ...]:
         path = path + ("security",)
@@ -487,7 +332,7 @@ class _Builder:
         if subnet := _subnet(text):
             return Endpoint("subnet", text, (subnet,))
         if text[:1].isdigit():
-            self.error(path, _bad_subnet(text) if "/" in text else
+            self.error(path, bad_subnet(text) if "/" in text else
                        f"{text!r} is not an IPv4 address")
         else:
             self._no_host(path, text, "; use me, any, a host name, an IPv4 address or a subnet")
@@ -496,7 +341,7 @@ class _Builder:
     def _no_host(self, path: Loc, name: str, hint: str = "") -> None:
         # With no usable `hosts` mapping (already reported) every reference would fail: noise.
         if isinstance(self.raw.get("hosts"), dict):
-            self.error(path, f"no host {name!r}{_suggest(name, self.raw_hosts)}{hint}")
+            self.error(path, f"no host {name!r}{suggest(name, self.raw_hosts)}{hint}")
 
     def _check_host_policies(self) -> None:
         known = list(dict.fromkeys([*_map(self.raw.get("policies")), *BUILTIN_POLICIES]))

@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 from lab.errors import TopologyError
 from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.load import SCHEMA, load_topology
-from lab.model.topology import Action, Result, Security, Service
+from lab.model.services import parse_service
+from lab.model.topology import Action, Result, Security, SecurityMethod, Service
 
 DATA = Path(__file__).parent / "data"
 net = ipaddress.ip_network
@@ -60,7 +61,9 @@ def test_good_file_hosts():
 
 def test_good_file_policies_user_then_builtin():
     t = load_topology("good.yaml")
-    assert [p.name for p in t.policies] == ["fe-to-be-http", "client-respond-only"]
+    assert [p.name for p in t.policies] == [
+        "fe-to-be-http", "client-respond-only", "server-request-security",
+        "secure-server-require-security"]
     assert t.policy("client-respond-only") is BUILTIN_POLICIES["client-respond-only"]
     user = t.policy("fe-to-be-http")
     assert not user.builtin and not user.respond
@@ -132,6 +135,34 @@ def test_schema_is_valid_draft_2020_12():
     assert shipped == SCHEMA
 
 
+# ---- built-in policies and services ---------------------------------------------------------
+
+
+def test_icmp_service():
+    assert parse_service("icmp") == Service("icmp", "icmp", 0)
+    assert parse_service("udp/9999") == Service("udp/9999", "udp", 9999)
+
+
+def test_builtin_request_and_require_security_as_windows_ships_them():
+    methods = (SecurityMethod(Security.ESP, "3des", "sha1"),
+               SecurityMethod(Security.ESP, "3des", "md5"),
+               SecurityMethod(Security.AH, None, "sha1"), SecurityMethod(Security.AH, None, "md5"))
+    for name, action, fallback in [("server-request-security", Action.REQUEST, True),
+                                   ("secure-server-require-security", Action.REQUIRE, False)]:
+        policy = BUILTIN_POLICIES[name]
+        assert policy.builtin and policy.respond and policy.fallback_seconds == 3.0
+        ip, icmp = policy.rules
+        assert (ip.name, ip.action, ip.security) == ("all-ip-traffic", action, methods)
+        assert (ip.inbound_passthrough, ip.fallback_to_clear, ip.pfs_group) == (
+            True, fallback, None)
+        assert (ip.filter.source.kind, ip.filter.destination.kind, ip.filter.protocol) == (
+            "me", "any", None)
+        assert ip.filter.destination.networks == (net("0.0.0.0/0"),)
+        assert (icmp.name, icmp.action, icmp.filter.protocol) == (
+            "all-icmp-traffic", Action.PERMIT, "icmp")
+    assert BUILTIN_POLICIES["client-respond-only"].rules == ()
+
+
 # ---- bad files: the exact first problem -------------------------------------------------------
 
 BAD = {
@@ -163,9 +194,11 @@ BAD = {
     "gateway-unreachable": "7: hosts.fe.gateway: host 'fw' shares no network with 'fe'",
     "gateway-self": "5: hosts.fe.gateway: a host cannot be its own gateway",
     "service-unknown": "10: hosts.fe.services[1]: unknown service 'htttp'; use one of dns, gc, "
-    "http, https, imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a literal like tcp/8080",
+    "http, https, icmp, imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a literal like "
+    "tcp/8080",
     "policy-unknown": "5: hosts.fe.policy: no policy 'fe-to-be'; known policies: "
-    "fe-to-be-http, client-respond-only",
+    "fe-to-be-http, client-respond-only, server-request-security, "
+    "secure-server-require-security",
     "policy-shadows-builtin": "7: policies.client-respond-only: 'client-respond-only' is the "
     "name of a built-in policy; choose another",
     "action-request": "12: policies.p.rules[0].action: 'request' is not implemented yet; "
@@ -208,8 +241,8 @@ def test_all_problems_reported_in_line_order():
         + "domain-controller, firewall, client, edge (got 'frontend')",
         "bad/three-problems.yaml:8: hosts.fe.gateway: no host 'fw'",
         "bad/three-problems.yaml:9: hosts.be.services[0]: unknown service 'htp'; use one of "
-        + "dns, gc, http, https, imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a literal "
-        + "like tcp/8080",
+        + "dns, gc, http, https, icmp, imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a "
+        + "literal like tcp/8080",
     ]
 
 

@@ -1,4 +1,4 @@
-"""The service catalogue: each name is one protocol and port."""
+"""The service catalogue: each name is one protocol and port (icmp: an echo request and reply)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ CATALOGUE: dict[str, tuple[str, int]] = {
     "kerberos": ("udp", 88),
     "kerberos-tcp": ("tcp", 88),
     "dns": ("udp", 53),
+    "icmp": ("icmp", 0),  # a ping: echo request, echo reply; ICMP has no ports
 }
 
 _LITERAL = re.compile(r"^(tcp|udp)/(\d{1,5})$")
 
 
 def parse_service(text: str) -> Service:
-    """`http` or a literal `tcp/8080`. Raises ValueError with a message fit for users."""
+    """`http`, `icmp` or a literal `tcp/8080`. Raises ValueError with a message fit for users."""
     if text in CATALOGUE:
         protocol, port = CATALOGUE[text]
         return Service(text, protocol, port)

@@ -11,10 +11,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from lab.errors import TopologyError
+from lab.model import builtins
 from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.load import SCHEMA, load_topology
 from lab.model.services import parse_service
-from lab.model.topology import Action, Result, Security, SecurityMethod, Service
+from lab.model.topology import Action, IkeMethod, Result, Security, SecurityMethod, Service
+
+ESP, AH = SecurityMethod(Security.ESP), SecurityMethod(Security.AH)
 
 DATA = Path(__file__).parent / "data"
 net = ipaddress.ip_network
@@ -66,7 +69,8 @@ def test_good_file_policies_user_then_builtin():
         "secure-server-require-security"]
     assert t.policy("client-respond-only") is BUILTIN_POLICIES["client-respond-only"]
     user = t.policy("fe-to-be-http")
-    assert not user.builtin and not user.respond
+    assert not user.builtin and user.respond  # the default response rule is on by default
+    assert user.fallback_seconds == 3.0
     assert [r.name for r in user.rules] == ["fe-be-http", "dmz-clear", "block-one"]
 
 
@@ -78,7 +82,9 @@ def test_good_file_rules_resolve_endpoints():
     assert http.filter.destination.networks == (net("10.10.2.20/32"),)
     assert (http.filter.protocol, http.filter.destination_port, http.filter.source_port) == (
         "tcp", 80, None)
-    assert http.action is Action.REQUIRE and http.security == (Security.ESP, Security.AH)
+    assert http.action is Action.REQUIRE and http.security == (ESP, AH)
+    assert (http.inbound_passthrough, http.fallback_to_clear, http.pfs_group) == (
+        False, False, None)
     assert http.filter.mirrored
     assert (clear.filter.destination.kind, clear.filter.destination.networks) == (
         "subnet", (net("10.10.1.0/24"),))
@@ -104,7 +110,9 @@ def test_ike_v1_any_and_security_default():
     t = load_topology("good-v1.yaml")
     assert t.ike_version == 1
     ldap, dns = t.policy("dc-ldap").rules
-    assert ldap.security == (Security.ESP,)  # require without security offers ESP
+    assert ldap.security == (ESP,)  # require without security offers ESP
+    assert t.ike_methods == () and t.ike_lifetime_minutes is None
+    assert [h.exemptions for h in t.hosts] == [3, 3]  # Windows Server 2003 by default
     assert ldap.filter.source.kind == "subnet"
     assert dns.filter.source.networks == (net("0.0.0.0/0"),)
     assert (dns.filter.source_port, dns.filter.destination_port) == (1024, 53)
@@ -135,6 +143,76 @@ def test_schema_is_valid_draft_2020_12():
     assert shipped == SCHEMA
 
 
+
+# ---- Windows semantics: IKEv1, exemptions, request rules, built-ins, new expectations ---------
+
+
+def test_windows_file_ike_v1_main_mode():
+    t = load_topology("good-windows.yaml")
+    assert (t.ike_version, t.ike_lifetime_minutes) == (1, 480)
+    assert t.ike_methods == (IkeMethod("3des", "sha1", 2), IkeMethod("des", "md5", 1))
+    assert all(type(v) is int for m in t.ike_methods for v in [m.dh_group])
+
+
+def test_windows_file_exemptions_default_and_per_host():
+    t = load_topology("good-windows.yaml")  # top level windows-2003; fe windows-2000; be 1
+    assert {h.name: h.exemptions for h in t.hosts} == {
+        "fw": 3, "fe": 0, "be": 1, "dc": 3, "cl": 3, "nt4": 3}
+    assert load_topology("minimal.yaml").host("pc").exemptions == 3  # nothing said: 2003
+
+
+def test_windows_file_policy_options():
+    t = load_topology("good-windows.yaml")
+    fe = t.policy("fe-request")
+    assert (fe.respond, fe.fallback_seconds, fe.builtin) == (False, 0.5, False)
+    copy = t.policy("respond-only-copy")  # `rules: []`: only the default response rule
+    assert (copy.rules, copy.respond, copy.fallback_seconds) == ((), True, 3.0)
+
+
+def test_windows_file_request_rule_with_options():
+    request, require, ping = load_topology("good-windows.yaml").policy("fe-request").rules
+    assert request.action is Action.REQUEST and request.negotiates
+    assert request.filter.protocol is None and request.filter.destination.text == "be"
+    assert (request.inbound_passthrough, request.fallback_to_clear, request.pfs_group) == (
+        False, True, 2)
+    assert request.security == (
+        SecurityMethod(Security.ESP, "3des", "sha1", 3600, 100000),
+        SecurityMethod(Security.ESP, "aes256gcm16"),
+        SecurityMethod(Security.ESP, "null", "md5"),  # a bare YAML null is the null cipher
+        SecurityMethod(Security.AH, None, "md5"),
+        AH,
+    )
+    assert require.action is Action.REQUIRE and require.security == (ESP,)
+    assert (require.inbound_passthrough, require.fallback_to_clear, require.pfs_group) == (
+        True, False, None)
+    assert ping.action is Action.PERMIT and not ping.negotiates
+    assert (ping.filter.protocol, ping.security, ping.inbound_passthrough) == ("icmp", (), False)
+
+
+def test_windows_file_builtins_selected_by_hosts():
+    t = load_topology("good-windows.yaml")
+    assert (t.host("be").policy, t.host("dc").policy) == (
+        "secure-server-require-security", "server-request-security")
+    for name in ("secure-server-require-security", "server-request-security"):
+        assert t.policy(name) is BUILTIN_POLICIES[name]
+    assert [h.name for h in t.ipsec_hosts] == ["fe", "be", "dc", "cl"]
+
+
+def test_windows_file_expectations():
+    t = load_topology("good-windows.yaml")
+    assert [e.id for e in t.expectations] == [
+        "fe->be:http", "fe->be:pop3:tamper", "fe->dc:ldap", "cl->be:http", "be->nt4:http",
+        "be->dc:udp/9999@broadcast", "be->dc:udp/9999", "fe->cl:icmp", "fe->be:pop3"]
+    http, tamper, ldap, cl_be, nt4, broadcast, unicast, ping, pop3 = t.expectations
+    assert (http.behaviours, tamper.behaviours, ldap.behaviours) == (("B3",), ("B2", "B14"), ())
+    assert (tamper.tamper, pop3.tamper, http.tamper) == (True, False, False)
+    assert [e.ike for e in (ldap, cl_be, nt4, http)] == ["established", "established", "failed",
+                                                        None]
+    assert (broadcast.via, unicast.via) == ("broadcast", "unicast")
+    assert ping.service == Service("icmp", "icmp", 0) and ping.result is Result.CLEAR
+    assert all(type(b) is str for b in tamper.behaviours)
+
+
 # ---- built-in policies and services ---------------------------------------------------------
 
 
@@ -161,6 +239,19 @@ def test_builtin_request_and_require_security_as_windows_ships_them():
         assert (icmp.name, icmp.action, icmp.filter.protocol) == (
             "all-icmp-traffic", Action.PERMIT, "icmp")
     assert BUILTIN_POLICIES["client-respond-only"].rules == ()
+
+
+def test_builtin_copy_in_the_docstring_gives_the_same_rules(tmp_path):
+    # builtins.py tells users how to copy a built-in: that text must be true.
+    doc = builtins.__doc__
+    policies = doc[doc.index("    policies:\n"):doc.index("\nSecure Server")]
+    path = tmp_path / "copy.yaml"
+    head = ("name: copy\nnetworks: {lan: 10.0.0.0/24}\nhosts:\n"
+            "  pc: {role: client, interfaces: {lan: 10.0.0.5}, policy: my-request-security}\n")
+    path.write_text(head + "\n".join(line[4:] for line in policies.splitlines()))
+    copy = load_topology(path).policy("my-request-security")
+    original = BUILTIN_POLICIES["server-request-security"]
+    assert (copy.rules, copy.respond) == (original.rules, original.respond)  # `where` not compared
 
 
 # ---- bad files: the exact first problem -------------------------------------------------------
@@ -201,18 +292,17 @@ BAD = {
     "secure-server-require-security",
     "policy-shadows-builtin": "7: policies.client-respond-only: 'client-respond-only' is the "
     "name of a built-in policy; choose another",
-    "action-request": "12: policies.p.rules[0].action: 'request' is not implemented yet; "
-    "use require, permit or block",
     "security-ah-esp": "13: policies.p.rules[0].security: 'ah+esp' cannot be reproduced: "
     "strongSwan negotiates AH or ESP, not both on one SA",
-    "security-with-permit": "12: policies.p.rules[0].security: only a require rule has "
-    "security (this rule is permit)",
+    "security-with-permit": "12: policies.p.rules[0].security: only a request or require "
+    "rule has security (this rule is permit)",
     "filter-no-me": "11: policies.p.rules[0].filter: one side must be 'me'",
     "filter-host-unknown": "13: policies.p.rules[0].filter.to: no host 'bee' (did you mean "
     "'be'?); use me, any, a host name, an IPv4 address or a subnet",
     "filter-port-icmp": "10: policies.p.rules[0].filter.port: needs protocol tcp or udp "
     "(protocol is icmp)",
-    "filter-mirrored": "10: policies.p.rules[0].filter.mirrored: false is not implemented yet",
+    "filter-mirrored": "10: policies.p.rules[0].filter.mirrored: strongSwan installs every "
+    "policy in both directions: one-way (unmirrored) filters cannot be reproduced",
     "auth-certificates": "2: authentication.method: 'certificates' is not implemented yet; "
     "use psk",
     "auth-kerberos": "3: authentication.method: strongSwan cannot authenticate IKE with "
@@ -222,6 +312,68 @@ BAD = {
     "expect-same-host": "7: expect[0].to: from and to are the same host 'fe'",
     "expect-result": "11: expect[0].result: must be one of esp, ah, ah+esp, clear, dropped "
     "(got 'encrypted')",
+    "ike-encryption": "5: ike.methods[0].encryption: must be one of 3des, des, aes128, aes192, "
+    "aes256 (got 'aes128gcm16')",
+    "ike-dh-group": "5: ike.methods[1].dh_group: must be one of 1, 2, 5, 14, 15, 16, 19, 20, 21, "
+    "31 (got 3)",
+    "ike-method-missing": "4: ike.methods[0]: missing required key 'dh_group'",
+    "ike-lifetime": "2: ike.lifetime_minutes: must be a whole number of minutes, at least 1 "
+    "(got 0)",
+    "exemptions-top": "2: exemptions: must be windows-2000, windows-2003 or a number 0-3 "
+    "(got 'windows-xp')",
+    "exemptions-host": "5: hosts.pc.exemptions: must be windows-2000, windows-2003 or a number "
+    "0-3 (got 4)",
+    "policy-does-nothing": "7: policies.p: this policy does nothing (no rules, and "
+    "default_response is false); add a rule or remove default_response: false",
+    "policy-option-type": "8: policies.p.simple_policy_update: must be true or false "
+    "(got 'yes')",
+    "request-passthrough-permit": "13: policies.p.rules[0].inbound_passthrough: only a request or "
+    "require rule has inbound_passthrough (this rule is permit)",
+    "require-fallback": "13: policies.p.rules[0].fallback_to_clear: require never falls back to "
+    "clear; use action: request",
+    "fallback-block": "13: policies.p.rules[0].fallback_to_clear: only a request rule has "
+    "fallback_to_clear (this rule is block)",
+    "pfs-permit": "13: policies.p.rules[0].pfs: only a request or require rule has pfs (this rule "
+    "is permit)",
+    "pfs-group": "13: policies.p.rules[0].pfs: must be one of 1, 2, 5, 14, 15, 16, 19, 20, 21, 31 "
+    "(got 3)",
+    "security-ah-encryption": "14: policies.p.rules[0].security[0].encryption: AH has no "
+    "encryption; use protocol: esp, or remove encryption",
+    "security-esp-null": "13: policies.p.rules[0].security: ESP null needs integrity (like sha1): "
+    "with neither encryption nor integrity it protects nothing",
+    "security-esp-no-integrity": "13: policies.p.rules[0].security[1]: ESP with 3des needs "
+    "integrity too (like sha1); only the gcm ciphers carry their own",
+    "security-gcm-integrity": "16: policies.p.rules[0].security[0].integrity: aes128gcm16 carries "
+    "its own integrity; remove integrity",
+    "security-encryption": "13: policies.p.rules[0].security[0].encryption: must be one of 3des, "
+    "des, aes128, aes192, aes256, aes128gcm16, aes256gcm16, null (got 'blowfish')",
+    "security-integrity": "13: policies.p.rules[0].security[0].integrity: must be one of md5, "
+    "sha1, sha256, sha384, sha512 (got 'sha2')",
+    "security-same-offer": "13: policies.p.rules[0].security[1]: is the same offer as "
+    "policies.p.rules[0].security[0]",
+    "security-mapping-ah-esp": "13: policies.p.rules[0].security[0]: 'ah+esp' cannot be "
+    "reproduced: strongSwan negotiates AH or ESP, not both on one SA",
+    "security-lifetime": "14: policies.p.rules[0].security[0].lifetime.seconds: must be a whole "
+    "number of seconds, at least 1 (got 0)",
+    "security-protocol-missing": "13: policies.p.rules[0].security[0]: missing required key "
+    "'protocol'",
+    "auth-kerberos-deadlock": "4: authentication.method: strongSwan cannot authenticate IKE "
+    "with Kerberos; use certificates or psk",
+    "expect-tamper-no-router": "11: expect[0].tamper: tamper needs a router between fe and cl "
+    "(the source's gateway alters packets in flight)",
+    "expect-tamper-icmp": "11: expect[0].tamper: tamper needs a tcp or udp service "
+    "(got 'icmp')",
+    "expect-via-tcp": "11: expect[0].via: broadcast needs a udp service like udp/9999 "
+    "(got 'http')",
+    "expect-via-routed": "11: expect[0].via: multicast needs fe and be on one shared network; "
+    "routers do not forward it",
+    "expect-via-bad": "11: expect[0].via: must be one of unicast, broadcast, multicast "
+    "(got 'anycast')",
+    "expect-ike-bad": "11: expect[0].ike: must be one of established, failed (got 'up')",
+    "expect-behaviour-bad": "11: expect[0].behaviour[1]: must be a behaviour id B1 to B17 "
+    "(got 'B18')",
+    "expect-duplicate-via": "13: expect[2]: duplicate expectation fe -> cl udp/9999 via "
+    "broadcast (first at line 12)",
 }
 
 
@@ -288,6 +440,9 @@ INLINE = [  # (text to replace in BASE, replacement, expected first problem afte
      + "(got 'tpc')"),
     ("action: require", "action: require\n        security: [esp, foo]",
      f"12: {RULE}.security[1]: must be one of esp, ah, ah+esp (got 'foo')"),
+    ("action: require", "action: require\n        security: foo",
+     f"12: {RULE}.security: must be esp, ah, a mapping like {{protocol: esp, encryption: 3des, "
+     + "integrity: sha1} or a list of them (got 'foo')"),
     ("action: require", "action: require\n        security: [esp, esp]",
      f"12: {RULE}.security: lists esp more than once"),
     ("to: be,", "to: me,",
@@ -297,7 +452,7 @@ INLINE = [  # (text to replace in BASE, replacement, expected first problem afte
     ("to: be,", "to: 10.10.1.300,",
      f"10: {RULE}.filter.to: '10.10.1.300' is not an IPv4 address"),
     ("    rules:\n", "    rules: []\n    x:\n",
-     "8: policies.p.rules: must not be empty"),
+     "9: policies.p: unknown key 'x'"),  # a policy with no rules: only the default response
     ("hosts:\n", "hosts:\n  Fe: {role: client, interfaces: {dmz: 10.10.1.5}}\n",
      "4: hosts.Fe: name must be 1-10 lowercase letters, digits and '-', starting with a letter "
      + "(got 'Fe')"),
@@ -325,7 +480,7 @@ def test_inline_problem(tmp_path, old, new, expected):
 def test_inline_base_is_good(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(BASE)
-    assert load_topology(path).policy("p").rules[0].security == (Security.ESP,)
+    assert load_topology(path).policy("p").rules[0].security == (ESP,)
 
 
 def test_broken_hosts_mapping_does_not_cascade(tmp_path):
@@ -338,13 +493,142 @@ def test_broken_hosts_mapping_does_not_cascade(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("junk", ["[]", "{}", "null", "5", "me", "[a, 1]"])
-def test_any_value_of_the_wrong_type_gives_problems_not_a_crash(tmp_path, junk):
+# Every new key once, compactly (each value is replaced in turn, and parsing YAML is slow).
+WINDOWS = """\
+name: w
+ike: {version: 1, methods: [{encryption: 3des, integrity: sha1, dh_group: 2}], lifetime_minutes: 5}
+exemptions: windows-2000
+authentication: {method: kerberos}
+networks: {a: 10.0.1.0/24, b: 10.0.2.0/24}
+hosts:
+  r: {role: firewall, interfaces: {a: 10.0.1.1, b: 10.0.2.1}}
+  fe: {role: front-end, interfaces: {a: 10.0.1.10}, gateway: r, policy: p, exemptions: 3}
+  dc: {role: domain-controller, interfaces: {b: 10.0.2.2}, gateway: r, policy: respond}
+policies:
+  respond: {default_response: true, rules: []}
+  p:
+    default_response: false
+    simple_policy_update: true
+    rules:
+      - name: x
+        filter: {from: me, to: dc}
+        action: request
+        inbound_passthrough: false
+        fallback_to_clear: true
+        pfs: 2
+        security: [{protocol: esp, encryption: 3des, integrity: sha1, lifetime: {seconds: 60}}, ah]
+expect:
+  - {from: fe, to: dc, service: udp/99, result: esp, ike: failed, tamper: true, behaviour: [B5]}
+  - {from: dc, to: r, service: udp/99, result: clear, via: broadcast, behaviour: B17}
+"""
+
+
+@pytest.mark.parametrize("junk", ["[]", "{}", "null", "5", "me", "[a, 1]", "true"])
+@pytest.mark.parametrize("good", ["BASE", "WINDOWS"])
+def test_any_value_of_the_wrong_type_gives_problems_not_a_crash(tmp_path, junk, good):
     # The semantic pass runs on files that failed the schema; it must skip, never raise.
     path = tmp_path / "t.yaml"
-    for match in re.finditer(r"(?<=: )[^,{}\n]+", BASE):
-        path.write_text(BASE[:match.start()] + junk + BASE[match.end():])
+    text = BASE if good == "BASE" else WINDOWS
+    for match in re.finditer(r"(?<=: )[^,{}\n]+", text):
+        path.write_text(text[:match.start()] + junk + text[match.end():])
         try:
             load_topology(path)
         except TopologyError as e:
             assert all(p.startswith(f"{path}:") for p in e.problems)
+
+
+@pytest.mark.parametrize("action, passthrough, fallback", [
+    ("request", True, True), ("require", False, False)])
+def test_negotiate_defaults(tmp_path, action, passthrough, fallback):
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE.replace("action: require", f"action: {action}"))
+    rule = load_topology(path).policy("p").rules[0]
+    assert (rule.inbound_passthrough, rule.fallback_to_clear) == (passthrough, fallback)
+    assert rule.security == (ESP,) and rule.pfs_group is None
+
+
+def test_encryption_null_written_as_text_or_bare(tmp_path):
+    path = tmp_path / "t.yaml"
+    for value in ("null", "'null'", "~"):
+        path.write_text(BASE.replace("action: require", "action: require\n        security: "
+                                     f"{{protocol: esp, encryption: {value}, integrity: sha1}}"))
+        assert load_topology(path).policy("p").rules[0].security == (
+            SecurityMethod(Security.ESP, "null", "sha1"),)
+
+
+# ---- the Kerberos deadlock: Kerberos IKE cannot authenticate if Kerberos is inside IPsec -----
+
+KERBEROS = """\
+name: k
+authentication: {method: kerberos}
+networks: {lan: 10.0.0.0/24}
+hosts:
+  fe: {role: front-end, interfaces: {lan: 10.0.0.10}, policy: p}
+  dc: {role: domain-controller, interfaces: {lan: 10.0.0.2}}
+  be: {role: back-end, interfaces: {lan: 10.0.0.20}}
+policies:
+  p:
+    rules:
+      - name: r
+        filter: {from: me, to: dc}
+        action: require
+"""
+REFUSED = "2: authentication.method: strongSwan cannot authenticate IKE with Kerberos; use " \
+    "certificates or psk"
+
+
+def permit_88(protocol: str) -> str:
+    return (f"      - {{name: k-{protocol}, filter: {{from: me, to: dc, protocol: {protocol}, "
+            f"port: 88}}, action: permit}}\n")
+
+
+def deadlock(host: str, dc: str, rule: str) -> str:
+    return (f"2: authentication.method: deadlock: IKE would authenticate with Kerberos, but "
+            f"Kerberos traffic from {host} to {dc} is itself inside IPsec (rule {rule}); exempt "
+            "Kerberos (exemptions: windows-2000) or use certificates or psk")
+
+
+def test_kerberos_deadlock_is_the_second_line():
+    path = "bad/auth-kerberos-deadlock.yaml"
+    assert problems(path) == [
+        f"{path}:4: authentication.method: strongSwan cannot authenticate IKE with Kerberos; "
+        + "use certificates or psk",
+        f"{path}:4: authentication.method: deadlock: IKE would authenticate with Kerberos, but "
+        + "Kerberos traffic from fe to dc is itself inside IPsec (rule "
+        + "server-request-security.all-ip-traffic); exempt Kerberos (exemptions: windows-2000) "
+        + "or use certificates or psk",
+    ]
+
+
+@pytest.mark.parametrize("old, new, rule", [
+    ("", "", "p.r"),  # all traffic to the DC, Windows 2003 exemptions (the default)
+    ("{from: me, to: dc}", "{from: me, to: 10.0.0.0/24, protocol: udp, port: 88}", "p.r"),
+    ("{from: me, to: dc}", "{from: dc, to: me, protocol: tcp, src_port: 88}", "p.r"),  # mirrored
+    ("{from: me, to: dc}", "{from: me, to: any, protocol: 17}", "p.r"),
+    ("action: require", "action: request", "p.r"),
+    ("networks:", "exemptions: windows-2000\nnetworks:", None),
+    ("lan: 10.0.0.10}", "lan: 10.0.0.10}, exemptions: 2", None),  # 2 exempts Kerberos
+    ("lan: 10.0.0.10}", "lan: 10.0.0.10}, exemptions: 1", "p.r"),  # 1 does not
+    ("to: dc}", "to: be}", None),  # not a domain controller
+    ("{from: me, to: dc}", "{from: me, to: dc, protocol: tcp, port: 389}", None),
+    ("{from: me, to: dc}", "{from: me, to: dc, protocol: udp, src_port: 88}", None),
+    ("action: require", "action: permit", None),
+    ("policy: p}", "policy: secure-server-require-security}",
+     "secure-server-require-security.all-ip-traffic"),
+    ("policy: p}", "policy: client-respond-only}", None),  # never initiates
+    # a more specific permit for Kerberos wins over the all-traffic rule, as in Windows
+    ("action: require\n", "action: require\n" + permit_88("udp") + permit_88("tcp"), None),
+    ("action: require\n", "action: require\n" + permit_88("udp"), "p.r"),  # tcp still caught
+])
+def test_kerberos_deadlock(tmp_path, old, new, rule):
+    path = tmp_path / "t.yaml"
+    assert old in KERBEROS
+    path.write_text(KERBEROS.replace(old, new, 1))
+    expected = [REFUSED] + ([deadlock("fe", "dc", rule)] if rule else [])
+    assert problems(path) == [f"{path}:{line}" for line in expected]
+
+
+def test_no_deadlock_line_without_kerberos(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(KERBEROS.replace("kerberos", "psk"))
+    assert load_topology(path).auth_method == "psk"

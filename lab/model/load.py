@@ -18,31 +18,20 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from lab.errors import TopologyError
 from lab.model.builtins import BUILTIN_POLICIES
-from lab.model.errors_text import (
-    Doc,
-    Loc,
-    bad_subnet,
-    field_name,
-    in_line_order,
-    schema_problems,
-    suggest,
-    yaml_problem,
-)
+from lab.model.errors_text import Doc, Loc, field_name, in_line_order, schema_problems, yaml_problem
+from lab.model.flows import kerberos_inside_ipsec
+from lab.model.policies import PolicyReader
+from lab.model.raw import as_int, as_ipv4, as_list, as_map, as_subnet, as_text, parse
 from lab.model.services import parse_service
 from lab.model.topology import (
-    Action,
-    Endpoint,
     Expectation,
-    Filter,
     Host,
+    IkeMethod,
     Interface,
     IPv4Address,
-    IPv4Network,
     Network,
     Policy,
     Result,
-    Rule,
-    Security,
     Service,
     Topology,
 )
@@ -60,6 +49,9 @@ def _is_subnet(text: object) -> bool:
 
 _VALIDATOR = Draft202012Validator(SCHEMA, format_checker=_FORMATS)
 
+_EXEMPTIONS = {"windows-2000": 0, "windows-2003": 3}  # NoDefaultExempt, as each release ships
+
+
 def load_topology(path: str | Path) -> Topology:
     """Read, validate and resolve a topology file. Raises TopologyError listing every problem."""
     doc = Doc(str(path), _read_yaml(path))
@@ -70,9 +62,6 @@ def load_topology(path: str | Path) -> Topology:
     if problems:
         raise TopologyError(problems)
     return topology
-
-
-# ---- reading ---------------------------------------------------------------------------------
 
 
 def _read_yaml(path: str | Path) -> Any:
@@ -97,111 +86,92 @@ def _read_yaml(path: str | Path) -> Any:
 
 # ---- semantic checks and the model ---------------------------------------------------------
 
-
-def _map(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list:
-    return value if isinstance(value, list) else []
-
-
-def _parse(kind: type, value: object) -> Any:
-    """kind(value), or None when the value is not one (the schema reports why)."""
-    try:
-        return kind(value)
-    except (ValueError, TypeError):
-        return None
-
-
-def _ipv4(text: object) -> IPv4Address | None:
-    return _parse(IPv4Address, text) if isinstance(text, str) else None
-
-
-def _subnet(text: object) -> IPv4Network | None:
-    return _parse(IPv4Network, text) if isinstance(text, str) and "/" in text else None
-
-
 _AUTH_UNSUPPORTED = {
     "certificates": "'certificates' is not implemented yet; use psk",
     "kerberos": "strongSwan cannot authenticate IKE with Kerberos; use certificates or psk",
 }
 
 
-class _Builder:
+class _Builder(PolicyReader):
     """Checks what the schema cannot (cross-references, addresses) and builds the model.
 
     Works on a file that may have failed the schema: anything of the wrong type is skipped
-    here, because the schema has already reported it.
+    here, because the schema has already reported it. Values become plain Python types.
     """
 
-    def __init__(self, doc: Doc):
-        self.doc = doc
-        self.problems: list[tuple[int, str, str]] = []
-        self.raw = _map(doc.data)
-        self.raw_hosts = _map(self.raw.get("hosts"))
-        self.hosts: dict[str, Host] = {}
-
-    def error(self, path: Loc, message: str) -> None:
-        self.problems.append(self.doc.problem(path, message))
-
     def build(self) -> Topology:
-        raw = self.raw
-        self._check_authentication(_map(raw.get("authentication")).get("method", "psk"))
-        networks = self._networks(_map(raw.get("networks")))
-        self._hosts(networks)
-        policies = self._policies(_map(raw.get("policies")))
+        raw, ike = self.raw, as_map(self.raw.get("ike"))
+        networks = self._networks(as_map(raw.get("networks")))
+        self._hosts(networks, _exemptions(raw.get("exemptions"), 3))
+        policies = self.policies(as_map(raw.get("policies")))
         self._check_host_policies()
+        self._check_authentication({**policies, **BUILTIN_POLICIES})
         return Topology(
             name=str(raw.get("name")),
             description=str(raw.get("description", "")),
             path=self.doc.file,
-            ike_version=int(_map(raw.get("ike")).get("version", 2)) if _ike_ok(raw) else 2,
-            auth_method=str(_map(raw.get("authentication")).get("method", "psk")),
+            ike_version=int(ike.get("version", 2)) if ike.get("version", 2) in (1, 2) else 2,
+            auth_method=str(as_map(raw.get("authentication")).get("method", "psk")),
             networks=tuple(networks.values()),
             hosts=tuple(self.hosts.values()),
             policies=tuple(policies.values()) + tuple(BUILTIN_POLICIES.values()),
-            expectations=self._expectations(_list(raw.get("expect"))),
+            expectations=self._expectations(as_list(raw.get("expect"))),
+            ike_methods=tuple(m for m in map(_ike_method, as_list(ike.get("methods"))) if m),
+            ike_lifetime_minutes=as_int(ike.get("lifetime_minutes")),
         )
 
-    def _check_authentication(self, method: object) -> None:
+    def _check_authentication(self, policies: dict[str, Policy]) -> None:
+        method = as_map(self.raw.get("authentication")).get("method")
+        path = ("authentication", "method")
         if isinstance(method, str) and method in _AUTH_UNSUPPORTED:
-            self.error(("authentication", "method"), _AUTH_UNSUPPORTED[method])
+            self.error(path, _AUTH_UNSUPPORTED[method])
+        if method != "kerberos":
+            return
+        for host in self.hosts.values():
+            found = kerberos_inside_ipsec(host, policies.get(str(host.policy)), self.hosts)
+            if found:
+                dc, policy, rule = found
+                self.error(path, "deadlock: IKE would authenticate with Kerberos, but Kerberos "
+                           f"traffic from {host.name} to {dc.name} is itself inside IPsec (rule "
+                           f"{policy.name}.{rule.name}); exempt Kerberos (exemptions: "
+                           "windows-2000) or use certificates or psk")
+                return  # one deadlock makes the point
 
     def _networks(self, raw: dict) -> dict[str, Network]:
-        subnets = {name: _subnet(text) for name, text in raw.items()}
+        subnets = {name: as_subnet(text) for name, text in raw.items()}
         return {name: Network(str(name), net) for name, net in subnets.items() if net}
 
     # hosts
 
-    def _hosts(self, networks: dict[str, Network]) -> None:
+    def _hosts(self, networks: dict[str, Network], exemptions: int) -> None:
         used: dict[IPv4Address, Loc] = {}  # address -> where it was first given
         for name, spec in self.raw_hosts.items():
             if name in ("me", "any"):  # filters could not tell the host from the keyword
                 self.error(("hosts", name), f"{name!r} is a filter keyword; choose another name")
             if isinstance(spec, dict):
-                path = ("hosts", name)
+                path, interfaces = ("hosts", name), as_map(spec.get("interfaces"))
                 self.hosts[name] = Host(
                     name=str(name),
                     role=str(spec.get("role")),
-                    interfaces=self._interfaces(path, _map(spec.get("interfaces")), networks, used),
-                    gateway=_text(spec.get("gateway")),
-                    policy=_text(spec.get("policy")),
-                    services=self._services(path + ("services",), _list(spec.get("services"))),
+                    interfaces=self._interfaces(path, interfaces, networks, used),
+                    gateway=as_text(spec.get("gateway")),
+                    policy=as_text(spec.get("policy")),
+                    services=self._services(path + ("services",), as_list(spec.get("services"))),
+                    exemptions=_exemptions(spec.get("exemptions"), exemptions),
                 )
         for name, spec in self.raw_hosts.items():
-            self._check_gateway(name, _map(spec).get("gateway"))
+            self._check_gateway(name, as_map(spec).get("gateway"))
 
     def _interfaces(self, path: Loc, raw: dict, networks: dict[str, Network],
                     used: dict) -> tuple[Interface, ...]:
         out = []
-        known = _map(self.raw.get("networks"))
+        known = as_map(self.raw.get("networks"))
         for net_name, text in raw.items():
             p = path + ("interfaces", net_name)
             if net_name not in known:
                 self.error(p, f"no network {str(net_name)!r}; networks are "
                            f"{', '.join(map(str, known)) or 'none'}")
-            address = _ipv4(text)
+            address = as_ipv4(text)
             if address is None:
                 continue
             if net_name in networks:
@@ -239,112 +209,16 @@ class _Builder:
         if gateway == name:
             self.error(path, "a host cannot be its own gateway")
         elif gateway not in self.raw_hosts:
-            self._no_host(path, gateway)
-        else:
-            mine = set(_map(_map(self.raw_hosts[name]).get("interfaces")))
-            theirs = set(_map(_map(self.raw_hosts[gateway]).get("interfaces")))
-            if not mine & theirs:
-                self.error(path, f"host {gateway!r} shares no network with {name!r}")
+            self.no_host(path, gateway)
+        elif not self._shared_networks(name, gateway):
+            self.error(path, f"host {gateway!r} shares no network with {name!r}")
 
-    # policies
-
-    def _policies(self, raw: dict) -> dict[str, Policy]:
-        out = {}
-        for name, spec in raw.items():
-            path = ("policies", name)
-            if name in BUILTIN_POLICIES:
-                self.error(path, f"{name!r} is the name of a built-in policy; choose another")
-            if not isinstance(spec, dict):
-                continue
-            rules, seen = [], {}
-            for i, raw_rule in enumerate(_list(spec.get("rules"))):
-                rule_name = _map(raw_rule).get("name")
-                if isinstance(rule_name, str) and rule_name in seen:
-                    self.error(path + ("rules", i, "name"), f"rule {rule_name!r} is already "
-                               f"defined at line {self.doc.line(seen[rule_name])}")
-                elif isinstance(rule_name, str):
-                    seen[rule_name] = path + ("rules", i)
-                if rule := self._rule(path + ("rules", i), _map(raw_rule)):
-                    rules.append(rule)
-            out[name] = Policy(str(name), str(spec.get("description", "")), tuple(rules),
-                               respond=False)
-        return out
-
-    def _rule(self, path: Loc, raw: dict) -> Rule | None:
-        action = _parse(Action, raw.get("action"))
-        if raw.get("action") == "request":
-            self.error(path + ("action",),
-                       "'request' is not implemented yet; use require, permit or block")
-        security = self._security(path, raw.get("security"), action)
-        flt = self._filter(path + ("filter",), _map(raw.get("filter")))
-        if action is None or flt is None:
-            return None
-        return Rule(str(raw.get("name")), flt, action, security, where=self.doc.where(path))
-
-    def _security(self, path: Loc, raw: object, action: Action | None) -> tuple[Security, ...]:
-        path = path + ("security",)
-        if raw is None:
-            return (Security.ESP,) if action is Action.REQUIRE else ()
-        if action in (Action.PERMIT, Action.BLOCK):
-            self.error(path, f"only a require rule has security (this rule is {action.value})")
-            return ()
-        items = list(enumerate(raw)) if isinstance(raw, list) else [(None, raw)]
-        for i, item in items:
-            if item == "ah+esp":
-                self.error(path if i is None else path + (i,),
-                           "'ah+esp' cannot be reproduced: strongSwan negotiates AH or ESP, "
-                           "not both on one SA")
-        return tuple(s for _, item in items if (s := _parse(Security, item)) is not None)
-
-    def _filter(self, path: Loc, raw: dict) -> Filter | None:
-        ends = [raw.get("from"), raw.get("to")]
-        # Host policies are transport mode: each rule is between this host and a peer.
-        if all(isinstance(text, str) for text in ends) and ends.count("me") != 1:
-            self.error(path, "one side must be 'me'" if "me" not in ends
-                       else "only one side can be 'me'; the other is the peer")
-        src, dst = (self._endpoint(path + (side,), end) for side, end in zip(("from", "to"), ends))
-        protocol = _protocol(raw.get("protocol"))
-        for key in ("port", "src_port"):
-            if key in raw and protocol not in ("tcp", "udp"):
-                self.error(path + (key,), f"needs protocol tcp or udp (protocol is "
-                           f"{protocol or 'any'})")
-        if raw.get("mirrored", True) is False:
-            self.error(path + ("mirrored",), "false is not implemented yet")
-        if src is None or dst is None:
-            return None
-        return Filter(src, dst, protocol, _port(raw.get("src_port")), _port(raw.get("port")))
-
-    def _endpoint(self, path: Loc, text: object) -> Endpoint | None:
-        if not isinstance(text, str):
-            return None
-        text = str(text)  # plain str, not a ruamel scalar subclass
-        if text == "me":
-            return Endpoint("me", text, ())
-        if text == "any":
-            return Endpoint("any", text, (IPv4Network("0.0.0.0/0"),))
-        if text in self.hosts:
-            nets = tuple(IPv4Network(f"{a}/32") for a in self.hosts[text].addresses)
-            return Endpoint("host", text, nets)
-        if text in self.raw_hosts:  # a host the schema rejected; already reported
-            return None
-        if address := _ipv4(text):
-            return Endpoint("address", text, (IPv4Network(f"{address}/32"),))
-        if subnet := _subnet(text):
-            return Endpoint("subnet", text, (subnet,))
-        if text[:1].isdigit():
-            self.error(path, bad_subnet(text) if "/" in text else
-                       f"{text!r} is not an IPv4 address")
-        else:
-            self._no_host(path, text, "; use me, any, a host name, an IPv4 address or a subnet")
-        return None
-
-    def _no_host(self, path: Loc, name: str, hint: str = "") -> None:
-        # With no usable `hosts` mapping (already reported) every reference would fail: noise.
-        if isinstance(self.raw.get("hosts"), dict):
-            self.error(path, f"no host {name!r}{suggest(name, self.raw_hosts)}{hint}")
+    def _shared_networks(self, a: str, b: str) -> set:
+        mine = set(as_map(as_map(self.raw_hosts.get(a)).get("interfaces")))
+        return mine & set(as_map(as_map(self.raw_hosts.get(b)).get("interfaces")))
 
     def _check_host_policies(self) -> None:
-        known = list(dict.fromkeys([*_map(self.raw.get("policies")), *BUILTIN_POLICIES]))
+        known = list(dict.fromkeys([*as_map(self.raw.get("policies")), *BUILTIN_POLICIES]))
         for name, host in self.hosts.items():
             if isinstance(host.policy, str) and host.policy not in known:
                 self.error(("hosts", name, "policy"), f"no policy {host.policy!r}; "
@@ -356,10 +230,13 @@ class _Builder:
         out, seen = [], {}
         for i, spec in enumerate(raw):
             if isinstance(spec, dict) and (exp := self._expectation(("expect", i), spec)):
-                key = (exp.source, exp.destination, exp.service.protocol, exp.service.port)
+                key = (exp.source, exp.destination, exp.service.protocol, exp.service.port,
+                       exp.via, exp.tamper)
                 if key in seen:
+                    how = (f" via {exp.via}" if exp.via != "unicast" else "") + (
+                        " with tamper" if exp.tamper else "")
                     self.error(("expect", i), f"duplicate expectation {exp.source} -> "
-                               f"{exp.destination} {exp.service} (first at line {seen[key]})")
+                               f"{exp.destination} {exp.service}{how} (first at line {seen[key]})")
                 seen.setdefault(key, exp.where.line)
                 out.append(exp)
         return tuple(out)
@@ -369,7 +246,7 @@ class _Builder:
         ok = all(isinstance(h, str) for h in ends)
         for key, host in zip(("from", "to"), ends):
             if isinstance(host, str) and host not in self.raw_hosts:
-                self._no_host(path + (key,), host)
+                self.no_host(path + (key,), host)
                 ok = False
         if ok and ends[0] == ends[1]:
             self.error(path + ("to",), f"from and to are the same host {ends[0]!r}")
@@ -379,25 +256,56 @@ class _Builder:
                 service = parse_service(spec["service"])
             except ValueError as e:
                 self.error(path + ("service",), str(e))
-        result = _parse(Result, spec.get("result"))
+        result = parse(Result, spec.get("result"))
+        via = str(spec.get("via", "unicast"))
+        tamper = spec.get("tamper") is True
+        if ok and service:
+            self._check_delivery(path, str(ends[0]), str(ends[1]), service, via, tamper)
         if not ok or service is None or result is None:
             return None
-        return Expectation(str(ends[0]), str(ends[1]), service, result, self.doc.where(path))
+        behaviour = spec.get("behaviour")
+        behaviours = [behaviour] if isinstance(behaviour, str) else as_list(behaviour)
+        return Expectation(
+            str(ends[0]), str(ends[1]), service, result, self.doc.where(path),
+            ike=as_text(spec.get("ike")) if spec.get("ike") in ("established", "failed") else None,
+            via=via if via in ("broadcast", "multicast") else "unicast",
+            tamper=tamper,
+            behaviours=tuple(str(b) for b in behaviours if isinstance(b, str)),
+        )
+
+    def _check_delivery(self, path: Loc, src: str, dst: str, service: Service, via: str,
+                        tamper: bool) -> None:
+        """`via` needs one shared network; `tamper` needs a router in between."""
+        shared = self._shared_networks(src, dst)
+        if via in ("broadcast", "multicast"):
+            if service.protocol != "udp":
+                self.error(path + ("via",), f"{via} needs a udp service like udp/9999 "
+                           f"(got {service.name!r})")
+            elif not shared:
+                self.error(path + ("via",), f"{via} needs {src} and {dst} on one shared "
+                           "network; routers do not forward it")
+        if not tamper:
+            return
+        gateway = self.hosts.get(as_text(as_map(self.raw_hosts.get(src)).get("gateway")) or "")
+        if service.protocol not in ("tcp", "udp"):
+            self.error(path + ("tamper",), f"tamper needs a tcp or udp service "
+                       f"(got {service.name!r})")
+        elif shared or gateway is None or not gateway.forwards:
+            self.error(path + ("tamper",), f"tamper needs a router between {src} and {dst} "
+                       "(the source's gateway alters packets in flight)")
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+def _exemptions(value: object, default: int) -> int:
+    if isinstance(value, str):
+        return _EXEMPTIONS.get(value, default)
+    number = as_int(value)
+    return number if number in (0, 1, 2, 3) else default
 
 
-def _ike_ok(raw: dict) -> bool:
-    return _map(raw.get("ike")).get("version", 2) in (1, 2)
-
-
-def _protocol(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value))
-    return str(value) if value in ("tcp", "udp", "icmp") else None
-
-
-def _port(value: object) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+def _ike_method(raw: object) -> IkeMethod | None:
+    spec = as_map(raw)
+    encryption, integrity = spec.get("encryption"), spec.get("integrity")
+    group = as_int(spec.get("dh_group"))
+    if isinstance(encryption, str) and isinstance(integrity, str) and group is not None:
+        return IkeMethod(str(encryption), str(integrity), group)
+    return None

@@ -1,0 +1,68 @@
+"""Reading a parsed topology file that may have failed the schema.
+
+The schema has already reported every value of the wrong type, so the semantic checks skip
+them: each conversion here gives a value of the right (plain Python) type, or None. `Reader`
+collects the semantic problems, each as `FILE:LINE: field: message`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.model.errors_text import Doc, Loc, suggest
+from lab.model.topology import Host, IPv4Address, IPv4Network
+
+
+class Reader:
+    """The file, its hosts as written and as built, and the problems found so far."""
+
+    def __init__(self, doc: Doc):
+        self.doc = doc
+        self.problems: list[tuple[int, str, str]] = []
+        self.raw = as_map(doc.data)
+        self.raw_hosts = as_map(self.raw.get("hosts"))
+        self.hosts: dict[str, Host] = {}
+
+    def error(self, path: Loc, message: str) -> None:
+        self.problems.append(self.doc.problem(path, message))
+
+    def no_host(self, path: Loc, name: str, hint: str = "") -> None:
+        # With no usable `hosts` mapping (already reported) every reference would fail: noise.
+        if isinstance(self.raw.get("hosts"), dict):
+            self.error(path, f"no host {name!r}{suggest(name, self.raw_hosts)}{hint}")
+
+
+def as_map(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def parse(kind: type, value: object) -> Any:
+    """kind(value), or None when the value is not one."""
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def as_ipv4(text: object) -> IPv4Address | None:
+    return parse(IPv4Address, text) if isinstance(text, str) else None
+
+
+def as_subnet(text: object) -> IPv4Network | None:
+    return parse(IPv4Network, text) if isinstance(text, str) and "/" in text else None
+
+
+def as_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def as_int(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_bool(value: object, default: bool) -> bool:
+    return bool(value) if isinstance(value, bool) else default

@@ -25,7 +25,12 @@ EVENTS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]
 CONF = """charon {{
   load = {plugins}
   install_routes = no
-  retransmit_tries = 3
+  # Retransmit every second, as Windows retries ISAKMP within its 3 s soft-SA window
+  # (charon's default waits 4 s first, so one lost answer would look like a silent peer).
+  retransmit_timeout = 1.0
+  retransmit_base = 1.0
+  retransmit_jitter = 0
+  retransmit_tries = 4
   plugins {{
     vici {{
       socket = unix://{socket}

@@ -42,8 +42,11 @@ class SoftSaAgent:
     def _run(self) -> None:
         while not self._stop.wait(POLL):
             try:
-                for entry in self.session.list_sas():
-                    for conn, ike in decode(entry).items():
+                # Materialise first: a request sent while a streamed answer is still being
+                # read breaks the session ("Unexpected response type").
+                entries = [decode(e) for e in self.session.list_sas()]
+                for entry in entries:
+                    for conn, ike in entry.items():
                         self._check(conn, ike)
             except Exception as exc:  # daemon going away at teardown
                 if not self._stop.is_set():

@@ -2,7 +2,8 @@
 
 One live lab per topology, shared by its cases (the first case that needs it runs it). The
 lab runs on a kernel with ESP/AH: the host's if it has them, otherwise a UML guest; these
-cases never skip. LAB_TOPOLOGIES=glob narrows the set; LAB_KERNEL picks the kernel.
+cases never skip. LAB_TOPOLOGIES=glob narrows the set; LAB_KERNEL picks the kernel;
+LAB_PROVIDER=docker runs every host as a container (see test_docker.py).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class LabRuns:
             try:
                 result = runner.run(path, str(report_dir), kernel=os.environ.get("LAB_KERNEL", "auto"),
                                     on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
-                                    psk=self.psk[path])
+                                    psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"))
             except Exception as exc:  # every case of this topology fails with the same reason
                 result = exc
             else:

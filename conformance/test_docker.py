@@ -1,0 +1,97 @@
+"""The Docker provider on the default topology: same verdicts, host state, nothing left behind.
+
+The containers run in the lab kernel's private dockerd (inside the UML guest on machines whose
+kernel has no ESP/AH) and are gone with it before these asserts run, so testinfra cannot reach
+them from here. The executor runs testinfra's docker backend inside the guest, against each
+IPsec host's container, and records the results in results.json (executor.json in the report);
+these cases check them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import cleanup, runner
+from lab.model.load import load_topology
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = ROOT / "topologies" / "exchange-fe-be-http.yaml"
+REPORT = ROOT / "reports" / "conformance" / "docker-exchange-fe-be-http"
+
+
+@pytest.fixture(scope="module")
+def docker_run():
+    result = runner.run(str(DEFAULT), str(REPORT), kernel=os.environ.get("LAB_KERNEL", "auto"),
+                        provider="docker")
+    from lab import report as reports
+    reports.write_all(result, str(REPORT))
+    return result, json.loads((REPORT / "executor.json").read_text())
+
+
+def test_every_expectation_holds_with_containers(docker_run):
+    report, _ = docker_run
+    assert not report.errors, report.errors
+    topo = load_topology(str(DEFAULT))
+    assert {v.id for v in report.verdicts} == {e.id for e in topo.expectations}
+    bad = [f"{v.id}: expected {v.expected}, observed {v.observed}: {v.reason}" for v in report.verdicts if not v.ok]
+    assert not bad, bad
+
+
+def test_charon_runs_in_each_ipsec_container_with_its_vici_socket(docker_run):
+    report, raw = docker_run
+    checks = raw["host_checks"]
+    ipsec = [h.name for h in load_topology(str(DEFAULT)).ipsec_hosts]
+    assert sorted(checks) == sorted(ipsec)
+    for host, c in checks.items():
+        assert "error" not in c, f"{host}: {c.get('error')}"
+        assert c["container"] == f"lab-{report.run_id}-{host}"
+        assert c["charon_running"], f"{host}: no charon process in its container"
+        assert c["vici_socket"], f"{host}: no VICI socket in its container"
+        assert c["ike_listening"], f"{host}: charon does not listen on udp/500"
+    # The protected flow's SA pair is in the kernel of both ends, seen from their containers.
+    for v in report.verdicts:
+        if v.observed in ("esp", "ah", "ah+esp"):
+            for end in (v.source, v.destination):
+                assert checks[end]["xfrm_states"] >= 2, f"{end}: no XFRM SA pair for {v.id}"
+
+
+def test_containers_and_dockerd_are_removed(docker_run):
+    report, raw = docker_run
+    docker = raw["docker"]
+    ipsec_and_others = {h.name for h in load_topology(str(DEFAULT)).hosts}
+    assert sorted(docker["removed"]) == sorted(f"lab-{report.run_id}-{h}" for h in ipsec_and_others)
+    assert "dockerd.log" in {p.name for p in (REPORT / "logs").iterdir()}
+    assert not cleanup.processes_of({report.run_id})
+    assert not (cleanup.state_dir() / report.run_id).exists()
+    # The guest's dockerd wrote nowhere on the host outside the run (its key.json went to tmpfs).
+    assert not Path("/etc/docker/key.json").exists()
+
+
+def test_ctrl_c_with_containers_leaves_nothing(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", str(DEFAULT), "--provider", "docker",
+                             "--report", str(tmp_path / "r")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:  # interrupt once the containers are up
+        seen.append(line)
+        if "containers started" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + rest
+    run_ids = {line.split("run ")[1].split()[0] for line in seen if " start " in line and "run " in line}
+    assert run_ids, "".join(seen)
+    deadline = time.monotonic() + 5
+    while cleanup.processes_of(run_ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not cleanup.processes_of(run_ids), "guest, dockerd or containers survived Ctrl-C"
+    assert not any((cleanup.state_dir() / r).exists() for r in run_ids)
+    assert not Path("/etc/docker/key.json").exists()

@@ -68,7 +68,8 @@ def pytest_generate_tests(metafunc):
             topo = load_topology(path)
             for exp in topo.expectations:
                 params.append((path, exp.id))
-                ids.append(f"{topo.name}::{exp.id}")
+                tags = f"[{','.join(exp.behaviours)}]" if exp.behaviours else ""
+                ids.append(f"{topo.name}::{exp.id}{tags}")
         metafunc.parametrize("expectation_case", params, ids=ids)
     if "topology_path" in metafunc.fixturenames:
         paths = topology_files()

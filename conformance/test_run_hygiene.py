@@ -19,6 +19,17 @@ def test_sas_listed_for_protected_flows(topology_path, lab_runs):
                 f"{v.id}: SA {v.evidence.sa.child} on {v.evidence.sa.host} carried no bytes"
 
 
+def test_credentials_readable_exactly_when_not_encrypted(topology_path, lab_runs):
+    """B2: the fake login a probe carries is readable on the wire under AH and in clear, never
+    under ESP. Checked for every delivered flow of every topology."""
+    report = lab_runs.get(topology_path)
+    for v in report.verdicts:
+        if v.observed.startswith("esp") and not v.evidence.clear_packets:
+            assert not v.evidence.credential_in_clear, f"{v.id}: ESP, yet the credential was readable"
+        if v.observed.startswith(("ah", "clear")) and v.evidence.delivered and v.service != "icmp":
+            assert v.evidence.credential_in_clear, f"{v.id}: {v.observed}, yet the credential was not found"
+
+
 def test_no_secret_in_report(topology_path, lab_runs):
     report = lab_runs.get(topology_path)
     psk = lab_runs.psk[topology_path].encode()

@@ -147,6 +147,32 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class TimerProfile:
+    """How an initiator notices that the peer behind a VIP is gone, in strongSwan timers.
+
+    fast:              DPD after `dpd_seconds` of inbound silence, restart at once; a DELETE
+                       re-arms the trap (close_action = trap).
+    windows-2000:      Windows' 5 min SA idle timer, then a new Main Mode (up to 1 min).
+    windows-2003-nlb:  NLBSFlags=1: 1 min idle, then 1 min Main Mode.
+    `time_scale` shrinks every timer (0.05 turns 300 s into 15 s) so CI can run them.
+    """
+
+    name: str = "fast"
+    time_scale: float = 1.0
+
+    @property
+    def idle_seconds(self) -> float:
+        base = {"fast": 1.0, "windows-2000": 300.0, "windows-2003-nlb": 60.0}[self.name]
+        return base * (1.0 if self.name == "fast" else self.time_scale)
+
+    @property
+    def renegotiate_seconds(self) -> float:
+        """How long the initiator keeps retrying before it gives the old peer up."""
+        base = {"fast": 3.0, "windows-2000": 60.0, "windows-2003-nlb": 60.0}[self.name]
+        return base * (1.0 if self.name == "fast" else self.time_scale)
+
+
+@dataclass(frozen=True)
 class Policy:
     """An IPsec policy assigned to hosts. `respond` = the default response rule is active."""
 
@@ -156,6 +182,7 @@ class Policy:
     respond: bool  # answers IKE from any peer (Client (Respond Only) and the default response rule)
     builtin: bool = False
     fallback_seconds: float = 3.0  # IKE silence before a soft SA; 0.5 with Simple Policy Update
+    timers: TimerProfile = TimerProfile()  # how its Negotiate rules notice a vanished peer
 
 
 @dataclass(frozen=True)
@@ -167,6 +194,7 @@ class Host:
     policy: str | None = None  # None: the host speaks no IPsec
     services: tuple[Service, ...] = ()
     exemptions: int = 3  # NoDefaultExempt: 0 (Windows 2000) .. 3 (Windows Server 2003)
+    cluster: str | None = None  # a node of this cluster (its policy and services come from it)
 
     @property
     def addresses(self) -> tuple[IPv4Address, ...]:
@@ -206,6 +234,35 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """A back-end cluster: nodes share a virtual IP that one node (the owner) holds at a time."""
+
+    name: str
+    vip: IPv4Address
+    network: str  # the network whose subnet contains the VIP
+    owner: str  # the node holding the VIP at start
+    nodes: tuple[str, ...]  # hosts with `cluster: <name>`, in file order
+    policy: str | None  # the IPsec policy every node applies (for traffic to and from the VIP)
+    services: tuple[Service, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failover:
+    """One failover scenario: a steady stream of requests to the VIP while it moves."""
+
+    name: str
+    mode: str  # "planned" | "crash"
+    source: str  # the host sending requests to the VIP
+    cluster: str
+    service: Service
+    max_seconds: float  # the scenario fails when the outage is longer
+    cleartext: str = "none"  # "none": no unprotected request may reach the VIP; "allowed"
+    rate: float = 20.0  # requests per second
+    slow: bool = False  # full-length Windows timers: run on request only
+    where: Where | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     description: str
@@ -218,7 +275,14 @@ class Topology:
     expectations: tuple[Expectation, ...]
     ike_methods: tuple[IkeMethod, ...] = ()  # empty: the lab's modern default
     ike_lifetime_minutes: int | None = None
+    clusters: tuple[Cluster, ...] = ()
+    failovers: tuple[Failover, ...] = ()
 
+    def cluster(self, name: str) -> Cluster:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        raise KeyError(name)
     def host(self, name: str) -> Host:
         for h in self.hosts:
             if h.name == name:

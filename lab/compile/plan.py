@@ -12,7 +12,7 @@ import base64
 import ipaddress
 import secrets as _secrets
 
-from lab.compile.strongswan import compile_host, runtime_hints
+from lab.compile.strongswan import charon_settings, compile_host, runtime_hints
 from lab.model.topology import Expectation, Host, Topology
 
 # Seconds; covers TCP's SYN retries at 1 s and 3 s while IKE runs, and a Windows soft SA that
@@ -150,7 +150,46 @@ def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[st
     }
 
 
-def build_plan(topology: Topology, run_id: str, outdir: str) -> dict:
+def vip_addresses(topology: Topology, host: Host) -> list[dict]:
+    """The VIP sits on the owner node's interface on the cluster's network at start."""
+    out = []
+    for c in topology.clusters:
+        if c.owner == host.name:
+            idx = [i.network for i in host.interfaces].index(c.network)
+            out.append({"address": f"{c.vip}/{topology.network(c.network).subnet.prefixlen}", "ifname": f"eth{idx}"})
+    return out
+
+
+def failover_plan(topology: Topology, name: str, run_ns: dict[str, str]) -> dict:
+    """One scenario: who streams requests to the VIP, and how the VIP moves."""
+    f = next(x for x in topology.failovers if x.name == name)
+    c = topology.cluster(f.cluster)
+    src = topology.host(f.source)
+    target = next(n for n in c.nodes if n != c.owner)
+
+    def node(name):
+        h = topology.host(name)
+        return {"host": name, "ns": run_ns[name], "ifname": f"eth{[i.network for i in h.interfaces].index(c.network)}"}
+    prefix = topology.network(c.network).subnet.prefixlen
+    return {
+        "name": f.name, "mode": f.mode, "src": src.name, "src_ns": run_ns[src.name],
+        "src_address": source_address(topology, src, c.vip), "vip": str(c.vip), "vip_cidr": f"{c.vip}/{prefix}",
+        "protocol": f.service.protocol, "port": f.service.port, "service": f.service.name,
+        "rate": f.rate, "max_seconds": f.max_seconds, "from": node(c.owner), "to": node(target),
+        "warmup": 2.0,
+        # Long enough to see recovery under the slowest profile in play, with a hard cap.
+        "deadline": min(max(f.max_seconds * 3, 20.0, _recovery_bound(topology, src) * 1.5), 900.0),
+    }
+
+
+def _recovery_bound(topology: Topology, host: Host) -> float:
+    if not host.policy:
+        return 0.0
+    t = topology.policy(host.policy).timers
+    return t.idle_seconds + t.renegotiate_seconds + 5
+
+
+def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | None = None) -> dict:
     ns = namespace_names(run_id, topology)
     networks = [
         {"name": n.name, "bridge": f"br{i}", "subnet": str(n.subnet)}
@@ -178,7 +217,9 @@ def build_plan(topology: Topology, run_id: str, outdir: str) -> dict:
             ],
             "routes": route_plan(topology, h),
             "listeners": listen[h.name],
-            "charon": {"conns": compile_host(topology, h), **runtime_hints(topology, h)} if h.policy else None,
+            "vips": vip_addresses(topology, h),
+            "charon": {"conns": compile_host(topology, h), "settings": charon_settings(topology, h),
+                       **runtime_hints(topology, h)} if h.policy else None,
         })
     return {
         "format": 1,
@@ -188,5 +229,6 @@ def build_plan(topology: Topology, run_id: str, outdir: str) -> dict:
         "switch_ns": ns["sw"],
         "networks": networks,
         "hosts": hosts,
-        "probes": [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],
+        "probes": [] if failover else [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],
+        "failover": failover_plan(topology, failover, ns) if failover else None,
     }

@@ -77,10 +77,30 @@ def _peer_addresses(peer: Endpoint, host: Host) -> list[str]:
     return ["%any"]
 
 
+def ike_addresses(topology: Topology, host: Host) -> list[str]:
+    """A cluster node also speaks IKE on its cluster's virtual IP (when it holds it)."""
+    addrs = [str(a) for a in host.addresses]
+    if host.cluster:
+        addrs.append(str(topology.cluster(host.cluster).vip))
+    return addrs
+
+
+def timer_options(policy: Policy) -> dict[str, str]:
+    """How a Negotiate rule notices that its peer vanished (a VIP that moved or a node that died).
+
+    IKEv2 DPD starts only after `dpd_delay` without any inbound IKE/ESP packet: that is the
+    Windows SA idle timer. After it, charon retries until its retransmission budget (set per
+    host from the same profile) is spent, then restarts the negotiation: Windows' new Main Mode.
+    A DELETE from the peer (a planned move) re-arms the trap at once.
+    """
+    t = policy.timers
+    return {"dpd_delay": f"{t.idle_seconds:g}s"}
+
+
 def _ike_common(topology: Topology, host: Host) -> dict:
     conn = {
         "version": str(topology.ike_version),
-        "local_addrs": [str(a) for a in host.addresses],
+        "local_addrs": ike_addresses(topology, host),
         "proposals": ike_proposals(topology),
         "mobike": "no",  # stay on UDP 500 as Windows peers do; 4500 only for NAT traversal
     }
@@ -101,11 +121,14 @@ def negotiate_connection(topology: Topology, host: Host, rule: Rule, index: int)
         "remote_ts": remote_ts,
         "start_action": "trap",
         "priority": str(priority(rule, host, index)),
+        "dpd_action": "restart",
+        "close_action": "trap",
         **child_proposals(rule),
         **child_lifetimes(rule),
     }
     return {
         **_ike_common(topology, host),
+        **timer_options(topology.policy(host.policy)),
         "remote_addrs": peers,
         "local-1": {"auth": "psk", "id": str(host.addresses[0])},
         "remote-1": {"auth": "psk", "id": peers[0] if len(peers) == 1 else "%any"},
@@ -129,7 +152,9 @@ def respond_connection(topology: Topology, host: Host) -> dict:
     return {
         **_ike_common(topology, host),
         "remote_addrs": ["%any"],
-        "local-1": {"auth": "psk", "id": str(host.addresses[0])},
+        # No fixed identity: the responder is whatever address the peer contacted (a cluster
+        # node answers as its VIP, as the initiator expects).
+        "local-1": {"auth": "psk"},
         "remote-1": {"auth": "psk", "id": "%any"},
         "children": {
             "respond": {
@@ -183,6 +208,17 @@ def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
     if policy.respond:
         conns[RESPOND_CONN] = respond_connection(topology, host)
     return conns
+
+
+def charon_settings(topology: Topology, host: Host) -> dict[str, str]:
+    """strongswan.conf values for this host's daemon. Retransmissions are per daemon: a host
+    whose policy uses Windows timers spends its renegotiation budget in five equal tries."""
+    if not host.policy:
+        return {}
+    t = topology.policy(host.policy).timers
+    if t.name == "fast":
+        return {}
+    return {"retransmit_timeout": f"{t.renegotiate_seconds / 5:.3f}", "retransmit_tries": "4"}
 
 
 def runtime_hints(topology: Topology, host: Host) -> dict:

@@ -27,10 +27,10 @@ CONF = """charon {{
   install_routes = no
   # Retransmit every second, as Windows retries ISAKMP within its 3 s soft-SA window
   # (charon's default waits 4 s first, so one lost answer would look like a silent peer).
-  retransmit_timeout = 1.0
+  retransmit_timeout = {retransmit_timeout}
   retransmit_base = 1.0
   retransmit_jitter = 0
-  retransmit_tries = 4
+  retransmit_tries = {retransmit_tries}
   plugins {{
     vici {{
       socket = unix://{socket}
@@ -57,6 +57,12 @@ CONF = """charon {{
 """
 
 
+def render_conf(socket_path: str, log_path: str, settings: dict | None = None) -> str:
+    """strongswan.conf for one daemon; `settings` from the plan override the defaults."""
+    values = {"retransmit_timeout": "1.0", "retransmit_tries": "4", **(settings or {})}
+    return CONF.format(plugins=PLUGINS, socket=socket_path, log=log_path, **values)
+
+
 def decode(value):
     """VICI answers in bytes inside OrderedDicts; the lab works in str and plain dicts."""
     if isinstance(value, bytes):
@@ -79,6 +85,7 @@ class Charon:
         self.proc: subprocess.Popen | None = None
         self.session: vici.Session | None = None
         self.events: list[dict] = []
+        self.settings: dict[str, str] = {}  # strongswan.conf values from the plan (timer profiles)
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -86,7 +93,7 @@ class Charon:
         os.makedirs(self.dir, exist_ok=True)
         conf = os.path.join(self.dir, "strongswan.conf")
         with open(conf, "w") as f:
-            f.write(CONF.format(plugins=PLUGINS, socket=self.socket_path, log=self.log_path))
+            f.write(render_conf(self.socket_path, self.log_path, self.settings))
         if os.path.exists(self.socket_path):  # charon 5.9 leaves its socket behind
             os.unlink(self.socket_path)
         env = dict(os.environ, STRONGSWAN_CONF=conf)

@@ -65,6 +65,9 @@ class Run:
             if h["charon"] is not None:
                 self.charons[h["name"]] = (self.docker.charon(h) if self.docker
                                            else charon.Charon(h["name"], h["ns"], self.workdir))
+        for h in hosts:
+            if h["name"] in self.charons:
+                self.charons[h["name"]].settings = h["charon"].get("settings", {})
         for c in self.charons.values():
             c.start()
         deadline = time.monotonic() + 30

@@ -60,6 +60,8 @@ def _host_commands(host: dict) -> list[str]:
     cmds = ["link set lo up"]
     for i in host["interfaces"]:
         cmds += [f"addr add {i['address']} dev {i['ifname']}", f"link set {i['ifname']} up"]
+    for v in host.get("vips", []):
+        cmds.append(f"addr add {v['address']} dev {v['ifname']}")
     for r in host["routes"]:
         cmds.append(f"route add {r['dst']} via {r['via']}")
     return cmds

@@ -8,7 +8,7 @@ BIN      := $(VENV)/bin
 STAMP    := .lab
 APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
 	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
-	patchelf python3-venv ca-certificates docker.io debootstrap
+	patchelf python3-venv ca-certificates iputils-arping docker.io debootstrap
 
 .PHONY: setup lab test unit conformance verify bench clean cleanup help images
 

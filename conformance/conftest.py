@@ -56,6 +56,24 @@ class LabRuns:
         return result
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run scenarios marked slow (full-length Windows timers)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: full-length Windows timers (minutes); run with --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    keep = [i for i in items if "slow" not in i.keywords]
+    deselected = [i for i in items if "slow" in i.keywords]
+    if deselected:  # deselected, not skipped: they are run on request
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def lab_runs() -> LabRuns:
     return LabRuns()
@@ -71,6 +89,14 @@ def pytest_generate_tests(metafunc):
                 tags = f"[{','.join(exp.behaviours)}]" if exp.behaviours else ""
                 ids.append(f"{topo.name}::{exp.id}{tags}")
         metafunc.parametrize("expectation_case", params, ids=ids)
+    if "failover_case" in metafunc.fixturenames:
+        params = []
+        for path in topology_files():
+            topo = load_topology(path)
+            for f in topo.failovers:
+                marks = [pytest.mark.slow] if f.slow else []
+                params.append(pytest.param((path, f.name), id=f"{topo.name}::failover:{f.name}[B9]", marks=marks))
+        metafunc.parametrize("failover_case", params)
     if "topology_path" in metafunc.fixturenames:
         paths = topology_files()
         metafunc.parametrize("topology_path", paths, ids=[Path(p).stem for p in paths])

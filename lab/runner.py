@@ -14,16 +14,19 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import cleanup, preflight
 from lab.compile.plan import build_plan, destination_address
-from lab.errors import ProviderError
+from lab.errors import LabError, ProviderError
 from lab.model.load import load_topology
 from lab.providers.base import RunFiles
 from lab.verdicts import ike as ike_log
 from lab.verdicts.classify import child_sas, judge
+from lab.verdicts.failover import FailoverResult, judge_failover
 from lab.verdicts.model import RunReport
 from lab.verdicts.wire import read_capture
 
@@ -52,11 +55,22 @@ def write_inputs(files: RunFiles, plan: dict, psk: str) -> None:
         json.dump({"psk": psk}, f)
 
 
-def run(topology_path: str, report_dir: str, kernel: str = "auto",
-        on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns") -> RunReport:
-    """Run one topology and judge it. `psk` is for tests that check the key never leaks."""
-    started = time.monotonic()
-    topology = load_topology(topology_path)
+@dataclass
+class Execution:
+    """One finished executor run, before its run directory goes away."""
+
+    run_id: str
+    kernel: str
+    plan: dict
+    results: dict
+    outdir: str
+    boot_seconds: float
+
+
+@contextmanager
+def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, provider: str,
+             failover: str | None = None):
+    """Run the executor for one plan; yield what it produced; remove the run directory after."""
     preflight.check_provider(provider)
     choice = preflight.choose_kernel(kernel)
     image = None
@@ -69,23 +83,57 @@ def run(topology_path: str, report_dir: str, kernel: str = "auto",
     run_id, files = new_run_dir()
     psk = psk or secrets.token_urlsafe(24)
     try:
-        plan = build_plan(topology, run_id, files.outdir)
+        plan = build_plan(topology, run_id, files.outdir, failover=failover)
         plan["provider"] = provider
         if image:
             plan["image"] = image
         write_inputs(files, plan, psk)
-        provider = choice.provider(run_id, files)
+        runner = choice.provider(run_id, files)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
-        provider.run(on_progress)
-        results = _read_results(files)
-        report = judge_run(topology, plan, results, files.outdir)
-        report.run_id, report.kernel = run_id, choice.describe()
-        report.timings = {"guest_boot": round(provider.boot_seconds or 0.0, 3), **results.get("timings", {})}
-        report.artifacts = keep_artifacts(files.outdir, report_dir, psk)
-        report.timings["total"] = round(time.monotonic() - started, 3)
-        return report
+        runner.run(on_progress)
+        yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,
+                        runner.boot_seconds or 0.0), psk
     finally:
         shutil.rmtree(files.rundir, ignore_errors=True)
+
+
+def run(topology_path: str, report_dir: str, kernel: str = "auto",
+        on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns") -> RunReport:
+    """Run one topology and judge its expectations. `psk` is for tests that check the key never leaks."""
+    started = time.monotonic()
+    topology = load_topology(topology_path)
+    with executed(topology, kernel, on_progress, psk, provider) as (ex, key):
+        report = judge_run(topology, ex.plan, ex.results, ex.outdir)
+        report.run_id, report.kernel = ex.run_id, ex.kernel
+        report.timings = {"guest_boot": round(ex.boot_seconds, 3), **ex.results.get("timings", {})}
+        report.artifacts = keep_artifacts(ex.outdir, report_dir, key)
+    report.timings["total"] = round(time.monotonic() - started, 3)
+    return report
+
+
+def run_failover(topology_path: str, scenario: str, report_dir: str, kernel: str = "auto",
+                 on_progress: ProgressFn = _quiet, provider: str = "netns") -> FailoverResult:
+    """Bring the topology up, stream requests to the cluster's VIP and move it (one scenario)."""
+    topology = load_topology(topology_path)
+    if scenario not in {f.name for f in topology.failovers}:
+        known = ", ".join(f.name for f in topology.failovers) or "none"
+        raise LabError(f"--scenario: no failover {scenario!r} in {topology_path} (known: {known})")
+    f = next(x for x in topology.failovers if x.name == scenario)
+    with executed(topology, kernel, on_progress, None, provider, failover=scenario) as (ex, key):
+        if "failover" not in ex.results:
+            raise ProviderError(f"the failover run stopped early: {ex.results.get('errors')}")
+        packets = []
+        for net in (n["name"] for n in ex.plan["networks"]):
+            packets += read_capture(net, os.path.join(ex.outdir, "captures", f"{net}.pcap"))
+        src = topology.host(f.source)
+        timers = topology.policy(src.policy).timers if src.policy else None
+        profile = "none" if not timers else timers.name + (f" x{timers.time_scale:g}" if timers.time_scale != 1 else "")
+        result = judge_failover(ex.plan["failover"], ex.results["failover"], ex.results.get("events", {}),
+                                packets, profile, ex.results.get("received", []),
+                                line=f.where.line if f.where else None)
+        result.run_id, result.kernel = ex.run_id, ex.kernel
+        result.artifacts = keep_artifacts(ex.outdir, report_dir, key)
+    return result
 
 
 def _read_results(files: RunFiles) -> dict:

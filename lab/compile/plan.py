@@ -175,7 +175,8 @@ def failover_plan(topology: Topology, name: str, run_ns: dict[str, str]) -> dict
         "name": f.name, "mode": f.mode, "src": src.name, "src_ns": run_ns[src.name],
         "src_address": source_address(topology, src, c.vip), "vip": str(c.vip), "vip_cidr": f"{c.vip}/{prefix}",
         "protocol": f.service.protocol, "port": f.service.port, "service": f.service.name,
-        "rate": f.rate, "max_seconds": f.max_seconds, "from": node(c.owner), "to": node(target),
+        "rate": f.rate, "max_seconds": f.max_seconds, "cleartext": f.cleartext,
+        "from": node(c.owner), "to": node(target),
         "warmup": 2.0,
         # Long enough to see recovery under the slowest profile in play, with a hard cap.
         "deadline": min(max(f.max_seconds * 3, 20.0, _recovery_bound(topology, src) * 1.5), 900.0),

@@ -151,6 +151,13 @@ class Charon:
     def list_sas(self) -> list[dict]:
         return [decode(sa) for sa in self.session.list_sas()]
 
+    def terminate_all(self) -> int:
+        """Delete every IKE_SA, telling each peer (a planned cluster move)."""
+        ids = [ike["uniqueid"] for entry in self.list_sas() for ike in entry.values()]
+        for uid in ids:
+            list(self.session.terminate({"ike-id": uid, "timeout": "500"}))
+        return len(ids)
+
     def list_policies(self) -> list[dict]:
         return [decode(p) for p in self.session.list_policies({"trap": "yes", "pass": "yes", "drop": "yes"})]
 

@@ -1,0 +1,27 @@
+"""B9: every `failover:` scenario of every topology is a case. It fails when the outage exceeds
+max_seconds or, with `cleartext: none`, when an unprotected packet of the service reached the VIP.
+Scenarios marked `slow` (full-length Windows timers) run only with --run-slow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPORTS
+from lab import runner
+from lab.report.failover import write_failover
+
+_results: dict[str, list] = {}
+
+
+def test_failover(failover_case):
+    __tracebackhide__ = True
+    path, name = failover_case
+    stem = Path(path).stem
+    result = runner.run_failover(path, name, str(REPORTS / stem / "failover" / name))
+    _results.setdefault(stem, []).append(result)
+    write_failover(_results[stem], str(REPORTS / stem / "failover"), stem)
+    assert result.ok, f"{path}:{result.line}: failover {name}: {result.reason}"
+    if result.mode == "crash":
+        assert result.stale_sa_packets > 0, "a crash must leave the client sending into the stale SA for a while"

@@ -1,0 +1,139 @@
+"""A back-end cluster loses its virtual IP to the other node while a client keeps asking.
+
+Runs inside the lab kernel. A steady stream of requests (each its own short connection with
+a marker, so the listeners' logs say which node answered) goes to the VIP; after a warm-up the
+VIP moves:
+- planned: the owner's charon deletes its SAs (telling the peer), the VIP leaves it, the other
+  node takes it and announces it with gratuitous ARP, as the cluster service does;
+- crash: the owner's charon is killed (no DELETE) and its link goes down; the other node takes
+  the VIP. The client still holds an SA to the VIP until its timers give the old peer up.
+The stream runs until requests succeed again (plus a short tail) or the deadline passes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from lab.guest.netns import inside
+from lab.guest.traffic import REPLY
+
+REQUEST_TIMEOUT = 1.0
+TAIL = 2.0  # seconds of successful requests recorded after recovery
+
+
+class RequestStream:
+    def __init__(self, scenario: dict):
+        self.s = scenario
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+        self._nonce = secrets.token_hex(3)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        time.sleep(REQUEST_TIMEOUT + 0.2)  # let the last requests finish
+
+    def last_ok_after(self, t: float) -> float | None:
+        with self._lock:
+            oks = [r["t_done"] for r in self.requests if r["ok"] and r["t_send"] > t]
+        return min(oks) if oks else None
+
+    def _run(self) -> None:
+        interval = 1.0 / self.s["rate"]
+        n = 0
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            n += 1
+            threading.Thread(target=self._one, args=(n,), daemon=True).start()
+            next_at += interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _one(self, n: int) -> None:
+        marker = f"LABPROBE-f{n}-{self._nonce}"
+        rec = {"n": n, "marker": marker, "t_send": time.time(), "t_done": None, "ok": False, "error": None,
+               "sport": None}
+        kind = socket.SOCK_STREAM if self.s["protocol"] == "tcp" else socket.SOCK_DGRAM
+        with inside(self.s["src_ns"]):
+            sock = socket.socket(socket.AF_INET, kind)
+        try:
+            sock.settimeout(REQUEST_TIMEOUT)
+            sock.bind((self.s["src_address"], 0))
+            rec["sport"] = sock.getsockname()[1]
+            dst = (self.s["vip"], self.s["port"])
+            payload = f"GET /{marker} HTTP/1.0\r\n\r\n".encode()
+            if kind == socket.SOCK_STREAM:
+                sock.connect(dst)
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                answer = sock.recv(4096)
+            else:
+                sock.sendto(payload, dst)
+                answer, _ = sock.recvfrom(4096)
+            rec["ok"] = answer.startswith(REPLY + marker.encode())
+        except OSError as exc:
+            rec["error"] = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        finally:
+            sock.close()
+            rec["t_done"] = time.time()
+            with self._lock:
+                self.requests.append(rec)
+
+
+def _ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True)
+
+
+def _take_vip(node: dict, vip_cidr: str, vip: str) -> None:
+    _ip(node["ns"], "addr", "add", vip_cidr, "dev", node["ifname"])
+    # Gratuitous ARP, as the cluster service sends: neighbours repoint the VIP to this node.
+    subprocess.run(["ip", "netns", "exec", node["ns"], "arping", "-q", "-U", "-c", "2", "-w", "1",
+                    "-I", node["ifname"], vip], capture_output=True)
+
+
+def move_vip(scenario: dict, owner_charon) -> dict:
+    """Carry out the planned move or the crash. Returns what was done and when."""
+    src, dst = scenario["from"], scenario["to"]
+    steps = []
+    t0 = time.time()
+    if scenario["mode"] == "planned":
+        deleted = owner_charon.terminate_all()  # DELETE to every peer: they re-arm their traps
+        steps.append(f"{src['host']}: deleted {deleted} IKE_SAs (peers told)")
+        _ip(src["ns"], "addr", "del", scenario["vip_cidr"], "dev", src["ifname"])
+        steps.append(f"{src['host']}: VIP removed")
+    else:
+        owner_charon.proc.send_signal(signal.SIGKILL)  # no DELETE: the peer is not told
+        _ip(src["ns"], "link", "set", src["ifname"], "down")
+        steps.append(f"{src['host']}: charon killed, link down (crash)")
+    _take_vip(dst, scenario["vip_cidr"], scenario["vip"])
+    steps.append(f"{dst['host']}: VIP taken, gratuitous ARP sent")
+    return {"t_event": t0, "t_event_done": time.time(), "steps": steps}
+
+
+def run(scenario: dict, charons: dict, progress) -> dict:
+    stream = RequestStream(scenario)
+    stream.start()
+    time.sleep(scenario["warmup"])  # the client's SA with the owner is up and carrying traffic
+    progress("failover", f"{scenario['mode']}: moving {scenario['vip']} from {scenario['from']['host']} "
+                         f"to {scenario['to']['host']} under {scenario['rate']:g} requests/s")
+    event = move_vip(scenario, charons[scenario["from"]["host"]])
+    deadline = event["t_event"] + scenario["deadline"]
+    recovered = None
+    while time.time() < deadline:
+        recovered = stream.last_ok_after(event["t_event_done"])
+        if recovered and time.time() > recovered + TAIL:
+            break
+        time.sleep(0.1)
+    stream.stop()
+    progress("failover", f"recovered after {recovered - event['t_event']:.2f} s" if recovered
+             else f"no recovery within {scenario['deadline']:.0f} s")
+    return {**event, "requests": sorted(stream.requests, key=lambda r: r["n"]), "deadline": deadline}

@@ -150,13 +150,14 @@ class _Builder(PolicyReader):
                 self.error(("hosts", name), f"{name!r} is a filter keyword; choose another name")
             if isinstance(spec, dict):
                 path, interfaces = ("hosts", name), as_map(spec.get("interfaces"))
+                services = spec.get("services")
                 self.hosts[name] = Host(
                     name=str(name),
                     role=str(spec.get("role")),
                     interfaces=self._interfaces(path, interfaces, networks, used),
                     gateway=as_text(spec.get("gateway")),
                     policy=as_text(spec.get("policy")),
-                    services=self._services(path + ("services",), as_list(spec.get("services"))),
+                    services=self.read_services(path + ("services",), as_list(services)),
                     exemptions=_exemptions(spec.get("exemptions"), exemptions),
                 )
         for name, spec in self.raw_hosts.items():
@@ -175,31 +176,12 @@ class _Builder(PolicyReader):
             if address is None:
                 continue
             if net_name in networks:
-                self._check_address(p, address, networks[net_name])
+                self.check_address(p, address, networks[net_name])
             if address in used:
                 self.error(p, f"{address} is already used by {field_name(used[address])} "
                            f"(line {self.doc.line(used[address])})")
             used.setdefault(address, p)
             out.append(Interface(str(net_name), address))
-        return tuple(out)
-
-    def _check_address(self, path: Loc, address: IPv4Address, net: Network) -> None:
-        subnet = net.subnet
-        if address not in subnet:
-            self.error(path, f"{address} is not in network {net.name} ({subnet})")
-        elif subnet.prefixlen <= 30 and address == subnet.network_address:
-            self.error(path, f"{address} is the network address of {net.name} ({subnet})")
-        elif subnet.prefixlen <= 30 and address == subnet.broadcast_address:
-            self.error(path, f"{address} is the broadcast address of {net.name} ({subnet})")
-
-    def _services(self, path: Loc, raw: list) -> tuple[Service, ...]:
-        out = []
-        for i, text in enumerate(raw):
-            if isinstance(text, str):
-                try:
-                    out.append(parse_service(text))
-                except ValueError as e:
-                    self.error(path + (i,), str(e))
         return tuple(out)
 
     def _check_gateway(self, name: str, gateway: object) -> None:
@@ -218,11 +200,8 @@ class _Builder(PolicyReader):
         return mine & set(as_map(as_map(self.raw_hosts.get(b)).get("interfaces")))
 
     def _check_host_policies(self) -> None:
-        known = list(dict.fromkeys([*as_map(self.raw.get("policies")), *BUILTIN_POLICIES]))
-        for name, host in self.hosts.items():
-            if isinstance(host.policy, str) and host.policy not in known:
-                self.error(("hosts", name, "policy"), f"no policy {host.policy!r}; "
-                           f"known policies: {', '.join(map(str, known))}")
+        for name, spec in self.raw_hosts.items():
+            self.check_policy(("hosts", name, "policy"), as_map(spec).get("policy"))
 
     # expectations
 

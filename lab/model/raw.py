@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.errors_text import Doc, Loc, suggest
-from lab.model.topology import Host, IPv4Address, IPv4Network
+from lab.model.services import parse_service
+from lab.model.topology import Host, IPv4Address, IPv4Network, Network, Service
 
 
 class Reader:
@@ -30,6 +32,35 @@ class Reader:
         # With no usable `hosts` mapping (already reported) every reference would fail: noise.
         if isinstance(self.raw.get("hosts"), dict):
             self.error(path, f"no host {name!r}{suggest(name, self.raw_hosts)}{hint}")
+
+    def known_policies(self) -> list[str]:
+        """The file's policies, then the built-ins: what a `policy:` may name."""
+        return list(dict.fromkeys([*as_map(self.raw.get("policies")), *BUILTIN_POLICIES]))
+
+    def check_policy(self, path: Loc, name: object) -> None:
+        known = self.known_policies()
+        if isinstance(name, str) and name not in known:
+            self.error(path, f"no policy {str(name)!r}; known policies: "
+                       f"{', '.join(map(str, known))}")
+
+    def check_address(self, path: Loc, address: IPv4Address, net: Network) -> None:
+        subnet = net.subnet
+        if address not in subnet:
+            self.error(path, f"{address} is not in network {net.name} ({subnet})")
+        elif subnet.prefixlen <= 30 and address == subnet.network_address:
+            self.error(path, f"{address} is the network address of {net.name} ({subnet})")
+        elif subnet.prefixlen <= 30 and address == subnet.broadcast_address:
+            self.error(path, f"{address} is the broadcast address of {net.name} ({subnet})")
+
+    def read_services(self, path: Loc, raw: list) -> tuple[Service, ...]:
+        out = []
+        for i, text in enumerate(raw):
+            if isinstance(text, str):
+                try:
+                    out.append(parse_service(text))
+                except ValueError as e:
+                    self.error(path + (i,), str(e))
+        return tuple(out)
 
 
 def as_map(value: object) -> dict:

@@ -14,8 +14,19 @@ from lab.errors import TopologyError
 from lab.model import builtins
 from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.load import SCHEMA, load_topology
+from lab.model.policies import TIMER_PROFILES
 from lab.model.services import parse_service
-from lab.model.topology import Action, IkeMethod, Result, Security, SecurityMethod, Service
+from lab.model.topology import (
+    Action,
+    Endpoint,
+    Failover,
+    IkeMethod,
+    Result,
+    Security,
+    SecurityMethod,
+    Service,
+    TimerProfile,
+)
 
 ESP, AH = SecurityMethod(Security.ESP), SecurityMethod(Security.AH)
 
@@ -213,6 +224,76 @@ def test_windows_file_expectations():
     assert all(type(b) is str for b in tamper.behaviours)
 
 
+# ---- clusters, failover scenarios and timer profiles (behaviour B9) --------------------------
+
+HTTP, IMAP = Service("http", "tcp", 80), Service("imap", "tcp", 143)
+
+
+def test_cluster_file_cluster():
+    t = load_topology("good-cluster.yaml")
+    mbx = t.cluster("mbx")
+    assert (mbx.vip, mbx.network, mbx.owner) == (ipaddress.ip_address("10.10.2.20"), "internal",
+                                                 "be2")
+    assert mbx.nodes == ("be1", "be2")  # file order, not owner first
+    assert (mbx.policy, mbx.services) == ("client-respond-only", (HTTP, IMAP))
+    assert all(type(v) is str for v in (mbx.name, mbx.network, mbx.owner, *mbx.nodes))
+
+
+def test_cluster_nodes_take_policy_and_services_from_the_cluster():
+    t = load_topology("good-cluster.yaml")
+    for name in ("be1", "be2"):
+        node = t.host(name)
+        assert (node.cluster, node.policy, node.services) == ("mbx", "client-respond-only",
+                                                              (HTTP, IMAP))
+    assert t.host("fe").cluster is None and t.host("cl").policy is None
+    assert [h.name for h in t.ipsec_hosts] == ["fe", "be1", "be2"]  # nodes are IPsec hosts
+
+
+def test_cluster_name_in_a_filter_means_its_vip():
+    rule = load_topology("good-cluster.yaml").policy("fe-to-vip").rules[0]
+    assert rule.filter.destination == Endpoint("cluster", "mbx", (net("10.10.2.20/32"),))
+    assert rule.filter.destination.prefixes_for(None) == (net("10.10.2.20/32"),)
+
+
+def test_cluster_name_as_expectation_destination():
+    vip, node = load_topology("good-cluster.yaml").expectations
+    assert (vip.source, vip.destination, vip.id) == ("fe", "mbx", "fe->mbx:http")
+    assert (node.destination, node.result) == ("be1", Result.CLEAR)
+
+
+def test_failover_scenarios_and_defaults():
+    t = load_topology("good-cluster.yaml")
+    planned, crash = t.failovers
+    assert planned == Failover("planned-move", "planned", "fe", "mbx", HTTP, 6.0)  # defaults
+    assert (planned.cleartext, planned.rate, planned.slow) == ("none", 20.0, False)
+    assert str(planned.where) == "good-cluster.yaml:20: failover[0]"
+    assert crash == Failover("node-crash", "crash", "fe", "mbx", Service("tcp/143", "tcp", 143),
+                             10.5, cleartext="allowed", rate=5.0, slow=True)
+    assert all(type(v) is float for f in t.failovers for v in (f.max_seconds, f.rate))
+
+
+def test_timer_profiles():
+    t = load_topology("good-cluster.yaml")
+    nlb = t.policy("fe-to-vip").timers
+    assert nlb == TimerProfile("windows-2003-nlb", 0.05)
+    assert (nlb.idle_seconds, nlb.renegotiate_seconds) == pytest.approx((3.0, 3.0))
+    assert t.policy("slow-respond").timers == TimerProfile("windows-2000", 1.0)
+    assert t.policy("client-respond-only").timers == TimerProfile()  # built-ins: fast
+    assert load_topology("good.yaml").policy("fe-to-be-http").timers == TimerProfile("fast")
+
+
+def test_timer_profile_names_match_the_schema():
+    assert list(TIMER_PROFILES) == SCHEMA["$defs"]["timerProfile"]["enum"]
+    for name in TIMER_PROFILES:
+        assert TimerProfile(name).idle_seconds > 0  # the model knows each one
+
+
+def test_no_clusters_no_failovers():
+    t = load_topology("good.yaml")
+    assert (t.clusters, t.failovers) == ((), ())
+    assert {h.cluster for h in t.hosts} == {None}
+
+
 # ---- built-in policies and services ---------------------------------------------------------
 
 
@@ -374,6 +455,62 @@ BAD = {
     "(got 'B18')",
     "expect-duplicate-via": "13: expect[2]: duplicate expectation fe -> cl udp/9999 via "
     "broadcast (first at line 12)",
+    # clusters, failover, timers
+    "cluster-key-unknown": "9: clusters.mbx: unknown key 'nodes'",
+    "cluster-name-host": "10: clusters.mbx: 'mbx' is already a host name; a cluster needs a name "
+    "of its own, as filters may name either",
+    "cluster-node-network": "7: hosts.be2.cluster: be2 has no interface on internal, the network "
+    "of cluster mbx's VIP 10.10.2.20",
+    "cluster-node-policy": "6: hosts.be1.policy: a cluster node takes its policy and services "
+    "from cluster 'mbx'",
+    "cluster-node-services": "8: hosts.be2.services: a cluster node takes its policy and services "
+    "from cluster 'mbx'",
+    "cluster-one-node": "9: clusters.mbx: a cluster needs at least 2 nodes (hosts with cluster: "
+    "mbx); it has 1 (be1)",
+    "cluster-owner": "9: clusters.mbx.owner: 'fe' is not a node of cluster 'mbx'; its nodes are "
+    "be1, be2",
+    "cluster-policy-unknown": "9: clusters.mbx.policy: no policy 'client-respond'; known "
+    "policies: p, client-respond-only, server-request-security, secure-server-require-security",
+    "cluster-unknown": "6: hosts.be1.cluster: no cluster 'mbz' (did you mean 'mbx'?)",
+    "cluster-vip-bad": "9: clusters.mbx.vip: '10.10.2.300' is not an IPv4 address",
+    "cluster-vip-outside": "9: clusters.mbx.vip: 10.10.3.20 is in no network; networks are dmz "
+    "(10.10.1.0/24), internal (10.10.2.0/24)",
+    "cluster-vip-used": "9: clusters.mbx.vip: 10.10.2.22 is already used by "
+    "hosts.be2.interfaces.internal (line 7)",
+    "expect-cluster-broadcast": "18: expect[0].via: broadcast goes to a whole network, not to "
+    "cluster mbx's VIP; use unicast",
+    "expect-from-cluster": "18: expect[0].from: 'mbx' is a cluster; an expectation goes from a "
+    "host (to: may name a cluster, meaning its VIP)",
+    "expect-to-own-cluster": "18: expect[0].to: 'be1' is a node of cluster 'mbx'; expect traffic "
+    "to its VIP from a host outside the cluster",
+    "failover-cleartext": "16: failover[0].cleartext: must be one of none, allowed (got 'some')",
+    "failover-from-cluster": "16: failover[0].from: 'mbx' is a cluster; requests come from a host",
+    "failover-from-node": "16: failover[0].from: 'be2' is a node of cluster 'mbx'; requests come "
+    "from a host outside the cluster",
+    "failover-max-seconds": "16: failover[0].max_seconds: must be a number of seconds greater "
+    "than 0 (got 0)",
+    "failover-mode": "16: failover[0].mode: must be one of planned, crash (got 'reboot')",
+    "failover-name-duplicate": "17: failover[1].name: scenario 'move' is already defined at "
+    "line 16",
+    "failover-no-cluster": "13: failover: failover needs a cluster; define one under clusters: "
+    "and give its nodes cluster: NAME",
+    "failover-rate": "16: failover[0].rate: must be a number of requests per second, 1-100 "
+    "(got 200)",
+    "failover-service-icmp": "16: failover[0].service: failover needs a tcp or udp service "
+    "(got 'icmp')",
+    "failover-service-not-served": "16: failover[0].service: cluster 'mbx' does not serve imap "
+    "(its services: http); add it to clusters.mbx.services",
+    "failover-to-unknown": "16: failover[0].to: no cluster 'mxb' (did you mean 'mbx'?)",
+    "failover-which-cluster": "19: failover[0]: there are 2 clusters; say which one with to: "
+    "(mbx, pf)",
+    "filter-cluster-unknown": "14: policies.p.rules[0].filter.to: no host or cluster 'mbxx' (did "
+    "you mean 'mbx'?); use me, any, a host or cluster name, an IPv4 address or a subnet",
+    "timers-fast-scale": "12: policies.p.timers.time_scale: time_scale applies to the Windows "
+    "profiles (windows-2000, windows-2003-nlb); fast uses strongSwan's own timers",
+    "timers-profile": "12: policies.p.timers: must be fast, windows-2000, windows-2003-nlb or a "
+    "mapping like {profile: windows-2000, time_scale: 0.05} (got 'windows-2008')",
+    "timers-scale": "12: policies.p.timers.time_scale: must be a number greater than 0, at most 1 "
+    "(got 2)",
 }
 
 
@@ -523,12 +660,123 @@ expect:
 """
 
 
+# Every cluster key once; two clusters so that `to:` matters.
+CLUSTER = """\
+name: c
+networks: {a: 10.0.1.0/24, b: 10.0.2.0/24}
+hosts:
+  r: {role: firewall, interfaces: {a: 10.0.1.1, b: 10.0.2.1}}
+  fe: {role: front-end, interfaces: {a: 10.0.1.10}, gateway: r, policy: p}
+  n1: {role: back-end, interfaces: {b: 10.0.2.21}, gateway: r, cluster: mbx}
+  n2: {role: back-end, interfaces: {b: 10.0.2.22}, gateway: r, cluster: mbx}
+  n3: {role: back-end, interfaces: {b: 10.0.2.31}, cluster: pf}
+  n4: {role: back-end, interfaces: {b: 10.0.2.32}, cluster: pf}
+clusters:
+  mbx: {vip: 10.0.2.20, owner: n1, policy: client-respond-only, services: [http, udp/99]}
+  pf: {vip: 10.0.2.30, owner: n4}
+policies:
+  p:
+    timers: {profile: windows-2000, time_scale: 0.5}
+    rules:
+      - {name: r, filter: {from: me, to: mbx, protocol: tcp, port: 80}, action: require}
+failover:
+  - {name: move, mode: planned, from: fe, to: mbx, service: http, max_seconds: 6}
+  - {name: crash, mode: crash, from: n3, to: mbx, service: udp/99, max_seconds: 1,
+     cleartext: none, rate: 1, slow: false}
+expect:
+  - {from: fe, to: mbx, service: http, result: esp, tamper: true}
+"""
+
+
+def test_cluster_text_is_good(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(CLUSTER)
+    t = load_topology(path)
+    assert [(c.name, c.nodes, c.owner) for c in t.clusters] == [
+        ("mbx", ("n1", "n2"), "n1"), ("pf", ("n3", "n4"), "n4")]
+    assert (t.cluster("pf").policy, t.host("n3").policy, t.host("n3").services) == (None, None, ())
+    assert [(f.source, f.cluster, f.service.port) for f in t.failovers] == [
+        ("fe", "mbx", 80), ("n3", "mbx", 99)]  # a node of another cluster may send
+    assert t.policy("p").timers == TimerProfile("windows-2000", 0.5)
+    assert t.policy("p").timers.idle_seconds == 150.0
+
+
+CLUSTER_INLINE = [  # (text to replace in CLUSTER, replacement, expected first problem)
+    ("b: 10.0.2.0/24}", "b: 10.0.2.0/24, c: 10.0.2.0/25}",
+     "11: clusters.mbx.vip: 10.0.2.20 is in more than one network (b, c); a VIP belongs to "
+     + "exactly one"),
+    ("vip: 10.0.2.20", "vip: 10.0.2.255",
+     "11: clusters.mbx.vip: 10.0.2.255 is the broadcast address of b (10.0.2.0/24)"),
+    ("vip: 10.0.2.30", "vip: 10.0.2.20",
+     "12: clusters.pf.vip: 10.0.2.20 is already used by clusters.mbx.vip (line 11)"),
+    ("  mbx: {vip", "  any: {vip", "6: hosts.n1.cluster: no cluster 'mbx'"),
+    ("cluster: pf}\nclusters:\n", "cluster: pf}\nclusters:\n  me: {vip: 10.0.2.40, owner: n1}\n",
+     "11: clusters.me: 'me' is a filter keyword; choose another name"),
+    ("  mbx: {vip", "  Mbx: {vip",
+     "11: clusters.Mbx: name must be 1-10 lowercase letters, digits and '-', starting with a "
+     + "letter (got 'Mbx')"),
+    ("cluster: pf}\nclusters", "cluster: [pf]}\nclusters",
+     "9: hosts.n4.cluster: must be a cluster name (got a list)"),
+    ("{vip: 10.0.2.30, owner: n4}", "{vip: 10.0.2.30}",
+     "12: clusters.pf: missing required key 'owner'"),
+    ("to: mbx, service: http", "service: http",
+     "19: failover[0]: there are 2 clusters; say which one with to: (mbx, pf)"),
+    ("to: mbx, service: http", "to: n1, service: http", "19: failover[0].to: no cluster 'n1'"),
+    ("from: fe, to: mbx", "from: fee, to: mbx",
+     "19: failover[0].from: no host 'fee' (did you mean 'fe'?)"),
+    ("service: http, max", "service: https, max",
+     "19: failover[0].service: cluster 'mbx' does not serve https (its services: http, udp/99); "
+     + "add it to clusters.mbx.services"),
+    ("service: http, max", "service: htp, max",
+     "19: failover[0].service: unknown service 'htp'; use one of dns, gc, http, https, icmp, "
+     + "imap, kerberos, kerberos-tcp, ldap, pop3, rpc, smtp or a literal like tcp/8080"),
+    ("max_seconds: 6}", "max_seconds: 6, rate: 0.5}",
+     "19: failover[0].rate: must be a number of requests per second, 1-100 (got 0.5)"),
+    ("max_seconds: 6}", "max_seconds: 6, slow: yes}",
+     "19: failover[0].slow: must be true or false (got 'yes')"),
+    ("max_seconds: 6}", "max_seconds: six}",
+     "19: failover[0].max_seconds: must be a number of seconds greater than 0 (got 'six')"),
+    ("{name: move, mode: planned, ", "{name: move, ",
+     "19: failover[0]: missing required key 'mode'"),
+    ("name: move,", "name: Move,",
+     "19: failover[0].name: must be lowercase letters, digits and '-', not starting with '-' "
+     + "(got 'Move')"),
+    ("{profile: windows-2000, time_scale: 0.5}", "{time_scale: 0.5}",
+     "15: policies.p.timers: missing required key 'profile'"),
+    ("{profile: windows-2000, time_scale: 0.5}", "{profile: windows-2000, scale: 0.5}",
+     "15: policies.p.timers: unknown key 'scale' (did you mean 'time_scale'?)"),
+    ("{profile: windows-2000, time_scale: 0.5}", "{profile: nlb}",
+     "15: policies.p.timers.profile: must be one of fast, windows-2000, windows-2003-nlb "
+     + "(got 'nlb')"),
+    ("time_scale: 0.5", "time_scale: 0",
+     "15: policies.p.timers.time_scale: must be a number greater than 0, at most 1 (got 0)"),
+    ("{from: fe, to: mbx, service: http", "{from: fe, to: mbz, service: http",
+     "23: expect[0].to: no host or cluster 'mbz' (did you mean 'mbx'?)"),
+    ("{from: fe, to: mbx, service: http", "{from: fe, to: 5, service: http",
+     "23: expect[0].to: must be a host or cluster name (got 5)"),
+    ("{from: fe, to: mbx, service: http", "{from: n1, to: pf, service: http",  # same network
+     "23: expect[0].tamper: tamper needs a router between n1 and pf (the source's gateway "
+     + "alters packets in flight)"),
+    ("to: mbx, protocol", "to: pf2, protocol",
+     "17: policies.p.rules[0].filter.to: no host or cluster 'pf2' (did you mean 'pf'?); use "
+     + "me, any, a host or cluster name, an IPv4 address or a subnet"),
+]
+
+
+@pytest.mark.parametrize("old, new, expected", CLUSTER_INLINE)
+def test_cluster_inline_problem(tmp_path, old, new, expected):
+    path = tmp_path / "t.yaml"
+    assert old in CLUSTER
+    path.write_text(CLUSTER.replace(old, new, 1))
+    assert problems(path)[0] == f"{path}:{expected}"
+
+
 @pytest.mark.parametrize("junk", ["[]", "{}", "null", "5", "me", "[a, 1]", "true"])
-@pytest.mark.parametrize("good", ["BASE", "WINDOWS"])
+@pytest.mark.parametrize("good", ["BASE", "WINDOWS", "CLUSTER"])
 def test_any_value_of_the_wrong_type_gives_problems_not_a_crash(tmp_path, junk, good):
     # The semantic pass runs on files that failed the schema; it must skip, never raise.
     path = tmp_path / "t.yaml"
-    text = BASE if good == "BASE" else WINDOWS
+    text = {"BASE": BASE, "WINDOWS": WINDOWS, "CLUSTER": CLUSTER}[good]
     for match in re.finditer(r"(?<=: )[^,{}\n]+", text):
         path.write_text(text[:match.start()] + junk + text[match.end():])
         try:

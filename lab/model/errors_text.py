@@ -195,6 +195,6 @@ def _message(e: ValidationError) -> str:
     if v == "uniqueItems":
         dupes = dict.fromkeys(_show(x) for x in value if value.count(x) > 1)
         return f"lists {', '.join(sorted(dupes))} more than once"
-    if v in ("type", "pattern", "anyOf", "minimum", "maximum"):
+    if v in ("type", "pattern", "anyOf", "minimum", "maximum", "exclusiveMinimum"):
         return _must(e)
     return e.message  # not expected with this schema; better raw than nothing

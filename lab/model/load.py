@@ -18,10 +18,11 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from lab.errors import TopologyError
 from lab.model.builtins import BUILTIN_POLICIES
+from lab.model.clusters import ClusterReader
 from lab.model.errors_text import Doc, Loc, field_name, in_line_order, schema_problems, yaml_problem
 from lab.model.flows import kerberos_inside_ipsec
 from lab.model.policies import PolicyReader
-from lab.model.raw import as_int, as_ipv4, as_list, as_map, as_subnet, as_text, parse
+from lab.model.raw import as_int, as_ipv4, as_list, as_map, as_str, as_subnet, as_text, parse
 from lab.model.services import parse_service
 from lab.model.topology import (
     Expectation,
@@ -92,7 +93,7 @@ _AUTH_UNSUPPORTED = {
 }
 
 
-class _Builder(PolicyReader):
+class _Builder(ClusterReader, PolicyReader):
     """Checks what the schema cannot (cross-references, addresses) and builds the model.
 
     Works on a file that may have failed the schema: anything of the wrong type is skipped
@@ -102,7 +103,8 @@ class _Builder(PolicyReader):
     def build(self) -> Topology:
         raw, ike = self.raw, as_map(self.raw.get("ike"))
         networks = self._networks(as_map(raw.get("networks")))
-        self._hosts(networks, _exemptions(raw.get("exemptions"), 3))
+        used = self._hosts(networks, _exemptions(raw.get("exemptions"), 3))
+        self.read_clusters(networks, used)
         policies = self.policies(as_map(raw.get("policies")))
         self._check_host_policies()
         self._check_authentication({**policies, **BUILTIN_POLICIES})
@@ -118,6 +120,8 @@ class _Builder(PolicyReader):
             expectations=self._expectations(as_list(raw.get("expect"))),
             ike_methods=tuple(m for m in map(_ike_method, as_list(ike.get("methods"))) if m),
             ike_lifetime_minutes=as_int(ike.get("lifetime_minutes")),
+            clusters=tuple(self.clusters.values()),
+            failovers=self.failovers(as_list(raw.get("failover"))),
         )
 
     def _check_authentication(self, policies: dict[str, Policy]) -> None:
@@ -143,8 +147,9 @@ class _Builder(PolicyReader):
 
     # hosts
 
-    def _hosts(self, networks: dict[str, Network], exemptions: int) -> None:
-        used: dict[IPv4Address, Loc] = {}  # address -> where it was first given
+    def _hosts(self, networks: dict[str, Network], exemptions: int) -> dict[IPv4Address, Loc]:
+        """Build self.hosts; returns each address and where it was first given."""
+        used: dict[IPv4Address, Loc] = {}
         for name, spec in self.raw_hosts.items():
             if name in ("me", "any"):  # filters could not tell the host from the keyword
                 self.error(("hosts", name), f"{name!r} is a filter keyword; choose another name")
@@ -159,9 +164,11 @@ class _Builder(PolicyReader):
                     policy=as_text(spec.get("policy")),
                     services=self.read_services(path + ("services",), as_list(services)),
                     exemptions=_exemptions(spec.get("exemptions"), exemptions),
+                    cluster=as_str(spec.get("cluster")),
                 )
         for name, spec in self.raw_hosts.items():
             self._check_gateway(name, as_map(spec).get("gateway"))
+        return used
 
     def _interfaces(self, path: Loc, raw: dict, networks: dict[str, Network],
                     used: dict) -> tuple[Interface, ...]:
@@ -196,8 +203,13 @@ class _Builder(PolicyReader):
             self.error(path, f"host {gateway!r} shares no network with {name!r}")
 
     def _shared_networks(self, a: str, b: str) -> set:
-        mine = set(as_map(as_map(self.raw_hosts.get(a)).get("interfaces")))
-        return mine & set(as_map(as_map(self.raw_hosts.get(b)).get("interfaces")))
+        """Networks both are on; a cluster is on its VIP's network."""
+        return self._networks_of(a) & self._networks_of(b)
+
+    def _networks_of(self, name: str) -> set:
+        if name in self.clusters:
+            return {self.clusters[name].network}
+        return set(as_map(as_map(self.raw_hosts.get(name)).get("interfaces")))
 
     def _check_host_policies(self) -> None:
         for name, spec in self.raw_hosts.items():
@@ -223,10 +235,19 @@ class _Builder(PolicyReader):
     def _expectation(self, path: Loc, spec: dict) -> Expectation | None:
         ends = [spec.get("from"), spec.get("to")]
         ok = all(isinstance(h, str) for h in ends)
-        for key, host in zip(("from", "to"), ends):
-            if isinstance(host, str) and host not in self.raw_hosts:
-                self.no_host(path + (key,), host)
+        for key, end in zip(("from", "to"), ends):
+            if not isinstance(end, str) or end in self.raw_hosts:
+                continue
+            ok = ok and key == "to" and end in self.clusters
+            if key == "from" and end in self.raw_clusters:
+                self.error(path + (key,), f"{end!r} is a cluster; an expectation goes from a "
+                           "host (to: may name a cluster, meaning its VIP)")
+            elif key == "to" and end in self.clusters and ends[0] in self.clusters[end].nodes:
+                self.error(path + (key,), f"{ends[0]!r} is a node of cluster {end!r}; expect "
+                           "traffic to its VIP from a host outside the cluster")
                 ok = False
+            elif end not in self.raw_clusters:
+                self.no_host(path + (key,), end, or_cluster=key == "to")
         if ok and ends[0] == ends[1]:
             self.error(path + ("to",), f"from and to are the same host {ends[0]!r}")
         service = None
@@ -257,7 +278,10 @@ class _Builder(PolicyReader):
         """`via` needs one shared network; `tamper` needs a router in between."""
         shared = self._shared_networks(src, dst)
         if via in ("broadcast", "multicast"):
-            if service.protocol != "udp":
+            if dst in self.clusters:
+                self.error(path + ("via",), f"{via} goes to a whole network, not to cluster "
+                           f"{dst}'s VIP; use unicast")
+            elif service.protocol != "udp":
                 self.error(path + ("via",), f"{via} needs a udp service like udp/9999 "
                            f"(got {service.name!r})")
             elif not shared:

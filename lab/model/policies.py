@@ -15,6 +15,7 @@ from lab.model.raw import (
     as_ipv4,
     as_list,
     as_map,
+    as_number,
     as_subnet,
     as_text,
     parse,
@@ -28,13 +29,15 @@ from lab.model.topology import (
     Rule,
     Security,
     SecurityMethod,
+    TimerProfile,
 )
 
 _GCM = ("aes128gcm16", "aes256gcm16")  # AEAD: encryption and integrity in one
+TIMER_PROFILES = ("fast", "windows-2000", "windows-2003-nlb")  # see TimerProfile
 
 
 class PolicyReader(Reader):
-    """Reads `policies:` once the hosts are built (filters name hosts)."""
+    """Reads `policies:` once the hosts and clusters are built (filters name them)."""
 
     def policies(self, raw: dict) -> dict[str, Policy]:
         out = {}
@@ -61,8 +64,21 @@ class PolicyReader(Reader):
             # Simple Policy Update (KB 914841) cuts the wait for a silent peer from 3 s to 0.5 s.
             quick = as_bool(spec.get("simple_policy_update"), False)
             out[name] = Policy(str(name), str(spec.get("description", "")), tuple(rules),
-                               respond=respond, fallback_seconds=0.5 if quick else 3.0)
+                               respond=respond, fallback_seconds=0.5 if quick else 3.0,
+                               timers=self._timers(path + ("timers",), spec.get("timers")))
         return out
+
+    def _timers(self, path: Loc, raw: object) -> TimerProfile:
+        """`fast`, a Windows profile, or {profile: windows-2000, time_scale: 0.05}."""
+        spec = as_map(raw) or {"profile": raw}
+        profile = spec.get("profile")
+        if profile == "fast" and "time_scale" in spec:
+            self.error(path + ("time_scale",), "time_scale applies to the Windows profiles "
+                       "(windows-2000, windows-2003-nlb); fast uses strongSwan's own timers")
+        if profile not in TIMER_PROFILES:
+            return TimerProfile()  # nothing said, or a wrong value the schema reported
+        scale = as_number(spec.get("time_scale", 1))
+        return TimerProfile(str(profile), scale if scale and 0 < scale <= 1 else 1.0)
 
     def _rule(self, path: Loc, raw: dict) -> Rule | None:
         action = parse(Action, raw.get("action"))
@@ -163,7 +179,9 @@ class PolicyReader(Reader):
         if text in self.hosts:
             nets = tuple(IPv4Network(f"{a}/32") for a in self.hosts[text].addresses)
             return Endpoint("host", text, nets)
-        if text in self.raw_hosts:  # a host the schema rejected; already reported
+        if text in self.clusters:  # its virtual IP
+            return Endpoint("cluster", text, (IPv4Network(f"{self.clusters[text].vip}/32"),))
+        if text in self.raw_hosts or text in self.raw_clusters:  # rejected; already reported
             return None
         if address := as_ipv4(text):
             return Endpoint("address", text, (IPv4Network(f"{address}/32"),))
@@ -173,7 +191,9 @@ class PolicyReader(Reader):
             self.error(path, bad_subnet(text) if "/" in text else
                        f"{text!r} is not an IPv4 address")
         else:
-            self.no_host(path, text, "; use me, any, a host name, an IPv4 address or a subnet")
+            name = "a host or cluster name" if self.raw_clusters else "a host name"
+            self.no_host(path, text, f"; use me, any, {name}, an IPv4 address or a subnet",
+                         or_cluster=True)
         return None
 
 

@@ -12,11 +12,11 @@ from typing import Any
 from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.errors_text import Doc, Loc, suggest
 from lab.model.services import parse_service
-from lab.model.topology import Host, IPv4Address, IPv4Network, Network, Service
+from lab.model.topology import Cluster, Host, IPv4Address, IPv4Network, Network, Service
 
 
 class Reader:
-    """The file, its hosts as written and as built, and the problems found so far."""
+    """The file, its hosts and clusters as written and as built, and the problems so far."""
 
     def __init__(self, doc: Doc):
         self.doc = doc
@@ -24,13 +24,21 @@ class Reader:
         self.raw = as_map(doc.data)
         self.raw_hosts = as_map(self.raw.get("hosts"))
         self.hosts: dict[str, Host] = {}
+        self.raw_clusters = as_map(self.raw.get("clusters"))
+        self.clusters: dict[str, Cluster] = {}
 
     def error(self, path: Loc, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
 
-    def no_host(self, path: Loc, name: str, hint: str = "") -> None:
+    def no_host(self, path: Loc, name: str, hint: str = "", or_cluster: bool = False) -> None:
+        """`or_cluster`: the field also takes a cluster name (said only when there are some)."""
         # With no usable `hosts` mapping (already reported) every reference would fail: noise.
-        if isinstance(self.raw.get("hosts"), dict):
+        if not isinstance(self.raw.get("hosts"), dict):
+            return
+        if or_cluster and self.raw_clusters:
+            known = [*self.raw_hosts, *self.raw_clusters]
+            self.error(path, f"no host or cluster {name!r}{suggest(name, known)}{hint}")
+        else:
             self.error(path, f"no host {name!r}{suggest(name, self.raw_hosts)}{hint}")
 
     def known_policies(self) -> list[str]:
@@ -62,6 +70,12 @@ class Reader:
                     self.error(path + (i,), str(e))
         return tuple(out)
 
+    def no_cluster(self, path: Loc, name: str) -> None:
+        if not self.raw_clusters:
+            self.error(path, f"no cluster {name!r}; define it under clusters:")
+        else:
+            self.error(path, f"no cluster {name!r}{suggest(name, self.raw_clusters)}")
+
 
 def as_map(value: object) -> dict:
     return value if isinstance(value, dict) else {}
@@ -91,8 +105,19 @@ def as_text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def as_str(value: object) -> str | None:
+    """Text as a plain str; None for anything else (unlike as_text, which stringifies)."""
+    return str(value) if isinstance(value, str) else None
+
+
 def as_int(value: object) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_number(value: object) -> float | None:
+    """An int or float as a float (YAML `6` and `6.0` alike); None for anything else."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else None
 
 
 def as_bool(value: object, default: bool) -> bool:

@@ -169,11 +169,15 @@ def failover_plan(topology: Topology, name: str, run_ns: dict[str, str]) -> dict
 
     def node(name):
         h = topology.host(name)
-        return {"host": name, "ns": run_ns[name], "ifname": f"eth{[i.network for i in h.interfaces].index(c.network)}"}
+        idx = [i.network for i in h.interfaces].index(c.network)
+        hi = [x.name for x in topology.hosts].index(name)
+        # `port` is the node's end on the network's bridge, in the switch namespace.
+        return {"host": name, "ns": run_ns[name], "ifname": f"eth{idx}", "port": f"h{hi}i{idx}"}
     prefix = topology.network(c.network).subnet.prefixlen
     return {
         "name": f.name, "mode": f.mode, "src": src.name, "src_ns": run_ns[src.name],
         "src_address": source_address(topology, src, c.vip), "vip": str(c.vip), "vip_cidr": f"{c.vip}/{prefix}",
+        "switch_ns": run_ns["sw"],
         "protocol": f.service.protocol, "port": f.service.port, "service": f.service.name,
         "rate": f.rate, "max_seconds": f.max_seconds, "cleartext": f.cleartext,
         "from": node(c.owner), "to": node(target),

@@ -90,7 +90,9 @@ class RequestStream:
 
 
 def _ip(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True)
+    res = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"ip -n {ns} {' '.join(args)}: {res.stderr.strip()}")
 
 
 def _take_vip(node: dict, vip_cidr: str, vip: str) -> None:
@@ -100,12 +102,36 @@ def _take_vip(node: dict, vip_cidr: str, vip: str) -> None:
                     "-I", node["ifname"], vip], capture_output=True)
 
 
+# IKE header byte 18 is the exchange type: 34 IKE_SA_INIT, 2 Main Mode, 4 Aggressive Mode.
+# Offset in bits from the UDP header: (8 + 18) * 8 = 208. The rule sits on the node's port of
+# the network's bridge (nftables' bridge family: Debian's UML kernel has no IPv4 family).
+NO_NEW_IKE = """table bridge lab_failover {{
+  chain forward {{
+    type filter hook forward priority 0; policy accept;
+    oifname "{port}" ip daddr {vip} udp dport 500 @th,208,8 {{ 2, 4, 34 }} counter drop
+  }}
+}}
+"""
+
+
+def _refuse_new_ike(switch_ns: str, node: dict, vip: str) -> None:
+    """The VIP resource goes offline on this node: no new IKE SA may start here any more."""
+    res = subprocess.run(["ip", "netns", "exec", switch_ns, "nft", "-f", "-"],
+                         input=NO_NEW_IKE.format(vip=vip, port=node["port"]), capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"nft on {node['host']}: {res.stderr.strip()}")
+
+
 def move_vip(scenario: dict, owner_charon) -> dict:
     """Carry out the planned move or the crash. Returns what was done and when."""
     src, dst = scenario["from"], scenario["to"]
     steps = []
     t0 = time.time()
     if scenario["mode"] == "planned":
+        # First stop taking new IKE SAs on the VIP, or the peer's immediate renegotiation after
+        # the DELETE lands on this node again a moment before the VIP leaves it.
+        _refuse_new_ike(scenario["switch_ns"], src, scenario["vip"])
+        steps.append(f"{src['host']}: new IKE SAs on the VIP refused")
         deleted = owner_charon.terminate_all()  # DELETE to every peer: they re-arm their traps
         steps.append(f"{src['host']}: deleted {deleted} IKE_SAs (peers told)")
         _ip(src["ns"], "addr", "del", scenario["vip_cidr"], "dev", src["ifname"])

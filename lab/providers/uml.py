@@ -28,7 +28,7 @@ STOCK_UML = Path("/usr/bin/linux.uml")
 STOCK_MODULES = Path("/usr/lib/uml/modules")
 MEMORY = os.environ.get("LAB_UML_MEM", "1024M")
 GUEST_WORKDIR = "/tmp/lab"  # on the guest's private tmpfs
-MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet sch_ingress cls_u32 act_pedit"
+MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet sch_ingress cls_u32 act_pedit nf_tables"
 
 INIT = """#!/bin/sh
 # PID 1 of the lab guest, written by lab.providers.uml for run {run_id}.

@@ -26,7 +26,7 @@ def print_failover(results: list[FailoverResult], console) -> None:
     table = Table(title="Failover: requests to the VIP while it moves", title_justify="left")
     for col in ("scenario", "mode", "client timers", "outage", "allowed", "new SA after",
                 "cleartext", "into stale SA", "failed / sent", "Windows"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("scenario", "mode"))
     for r in results:
         style = "green" if r.ok else "bold red"
         table.add_row(r.name, r.mode, r.profile, f"[{style}]{_fmt(r.outage)}[/{style}]", f"{r.max_seconds:g} s",

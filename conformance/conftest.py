@@ -44,7 +44,7 @@ class LabRuns:
                 result = runner.run(path, str(report_dir), kernel=os.environ.get("LAB_KERNEL", "auto"),
                                     on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
                                     psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"))
-            except Exception as exc:  # every case of this topology fails with the same reason
+            except Exception as exc:  # noqa: BLE001  every case of this topology fails with the same reason
                 result = exc
             else:
                 from lab import report as reports

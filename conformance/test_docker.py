@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from interrupt import interrupt_when
 
 from lab import cleanup, runner
 from lab.model.load import load_topology
@@ -76,22 +73,6 @@ def test_containers_and_dockerd_are_removed(docker_run):
 
 
 def test_ctrl_c_with_containers_leaves_nothing(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", str(DEFAULT), "--provider", "docker",
-                             "--report", str(tmp_path / "r")], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
-    for line in proc.stdout:  # interrupt once the containers are up
-        seen.append(line)
-        if "containers started" in line:
-            break
-    os.killpg(proc.pid, signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, "".join(seen) + rest
-    run_ids = {line.split("run ")[1].split()[0] for line in seen if " start " in line and "run " in line}
-    assert run_ids, "".join(seen)
-    deadline = time.monotonic() + 5
-    while cleanup.processes_of(run_ids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not cleanup.processes_of(run_ids), "guest, dockerd or containers survived Ctrl-C"
-    assert not any((cleanup.state_dir() / r).exists() for r in run_ids)
+    interrupt_when(["verify", str(DEFAULT), "--provider", "docker", "--report", str(tmp_path / "r")],
+                   marker="containers started")  # once the containers are up
     assert not Path("/etc/docker/key.json").exists()

@@ -163,6 +163,15 @@ def _stem(path: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
+def _lab_options(p: argparse.ArgumentParser) -> None:
+    """Where and as what a live lab runs: shared by every verb that starts one."""
+    p.add_argument("--kernel", choices=("auto", "host", "uml"), default="auto",
+                   help="where the data plane runs: auto = this kernel if it has ESP/AH, else a UML guest")
+    p.add_argument("--provider", choices=("netns", "docker"), default=os.environ.get("LAB_PROVIDER", "netns"),
+                   help="what a host is: netns = a network namespace (fast, default), docker = a container "
+                   "of the lab's strongSwan image run by a private dockerd on the lab kernel (LAB_PROVIDER)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lab", description="Prove an IPsec policy design with real strongSwan daemons, a real "
@@ -177,11 +186,7 @@ def parser() -> argparse.ArgumentParser:
                        "host's SAs, write the report, and tear everything down.")
     v.add_argument("topology", help="topology file (YAML)")
     v.add_argument("--report", metavar="DIR", help="report folder (default: reports/<topology name>)")
-    v.add_argument("--kernel", choices=("auto", "host", "uml"), default="auto",
-                   help="where the data plane runs: auto = this kernel if it has ESP/AH, else a UML guest")
-    v.add_argument("--provider", choices=("netns", "docker"), default=os.environ.get("LAB_PROVIDER", "netns"),
-                   help="what a host is: netns = a network namespace (fast, default), docker = a container "
-                   "of the lab's strongSwan image run by a private dockerd on the lab kernel (LAB_PROVIDER)")
+    _lab_options(v)
     v.add_argument("--no-sas", action="store_true", help="do not print the SA table")
     v.set_defaults(func=cmd_verify)
 
@@ -194,8 +199,7 @@ def parser() -> argparse.ArgumentParser:
     fo.add_argument("--scenario", metavar="NAME", help="only this scenario")
     fo.add_argument("--include-slow", action="store_true", help="also the full-length Windows timer scenarios")
     fo.add_argument("--report", metavar="DIR", help="report folder (default: reports/<topology name>)")
-    fo.add_argument("--kernel", choices=("auto", "host", "uml"), default="auto")
-    fo.add_argument("--provider", choices=("netns", "docker"), default=os.environ.get("LAB_PROVIDER", "netns"))
+    _lab_options(fo)
     fo.set_defaults(func=cmd_failover)
 
     c = sub.add_parser("validate", help="check topology files without starting anything")

@@ -384,8 +384,10 @@ BAD = {
     "(protocol is icmp)",
     "filter-mirrored": "10: policies.p.rules[0].filter.mirrored: strongSwan installs every "
     "policy in both directions: one-way (unmirrored) filters cannot be reproduced",
-    "auth-certificates": "2: authentication.method: 'certificates' is not implemented yet; "
-    "use psk",
+    "certificate-psk": "7: hosts.fe.certificate: machine certificates need authentication: "
+    "{method: certificates} (this topology uses psk)",
+    "certificate-no-policy": "10: hosts.pc.certificate: pc has no policy, so it speaks no IPsec "
+    "and needs no machine certificate; add a policy or remove certificate",
     "auth-kerberos": "3: authentication.method: strongSwan cannot authenticate IKE with "
     "Kerberos; use certificates or psk",
     "ike-version": "2: ike.version: must be one of 1, 2 (got 3)",

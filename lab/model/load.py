@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,6 @@ def _read_yaml(path: str | Path) -> Any:
 # ---- semantic checks and the model ---------------------------------------------------------
 
 _AUTH_UNSUPPORTED = {
-    "certificates": "'certificates' is not implemented yet; use psk",
     "kerberos": "strongSwan cannot authenticate IKE with Kerberos; use certificates or psk",
 }
 
@@ -108,6 +108,7 @@ class _Builder(ClusterReader, PolicyReader):
         policies = self.policies(as_map(raw.get("policies")))
         self._check_host_policies()
         self._check_authentication({**policies, **BUILTIN_POLICIES})
+        self._certificates()
         return Topology(
             name=str(raw.get("name")),
             description=str(raw.get("description", "")),
@@ -140,6 +141,21 @@ class _Builder(ClusterReader, PolicyReader):
                            f"{policy.name}.{rule.name}); exempt Kerberos (exemptions: "
                            "windows-2000) or use certificates or psk")
                 return  # one deadlock makes the point
+
+    def _certificates(self) -> None:
+        """Each IPsec host's machine certificate: as written, else valid; `none` without a policy."""
+        method = as_map(self.raw.get("authentication")).get("method", "psk")
+        for name, host in list(self.hosts.items()):
+            written = as_map(self.raw_hosts.get(name)).get("certificate")
+            path = ("hosts", name, "certificate")
+            if written is not None and method != "certificates":
+                self.error(path, f"machine certificates need authentication: {{method: "
+                           f"certificates}} (this topology uses {method})")
+            elif written is not None and not host.policy:
+                self.error(path, f"{name} has no policy, so it speaks no IPsec and needs no "
+                           "machine certificate; add a policy or remove certificate")
+            state = written if written in ("valid", "revoked", "none") else "valid"
+            self.hosts[name] = replace(host, certificate=state if host.policy else "none")
 
     def _networks(self, raw: dict) -> dict[str, Network]:
         subnets = {name: as_subnet(text) for name, text in raw.items()}

@@ -195,6 +195,10 @@ class Host:
     services: tuple[Service, ...] = ()
     exemptions: int = 3  # NoDefaultExempt: 0 (Windows 2000) .. 3 (Windows Server 2003)
     cluster: str | None = None  # a node of this cluster (its policy and services come from it)
+    # Machine certificate from the run's lab CA (authentication: certificates): "valid",
+    # "revoked" (listed in the CA's CRL, which every peer loads) or "none" (cannot authenticate
+    # IKE). The loader gives hosts without a policy "none".
+    certificate: str = "valid"
 
     @property
     def addresses(self) -> tuple[IPv4Address, ...]:

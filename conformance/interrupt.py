@@ -1,0 +1,40 @@
+"""Ctrl-C a real `lab` run at a given moment and check that nothing of it survives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab import cleanup
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def interrupt_when(argv: list[str], marker: str) -> set[str]:
+    """Run `python -m lab ARGV`, send SIGINT to its group once a line contains `marker`, and
+    assert exit 130 with no process, run directory or namespace of the run left. Returns the
+    run ids, for further checks."""
+    __tracebackhide__ = True
+    proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + rest
+    run_ids = {line.split("run ")[1].split()[0] for line in seen if " start " in line and "run " in line}
+    assert run_ids, "".join(seen)
+    deadline = time.monotonic() + 5
+    while cleanup.processes_of(run_ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not cleanup.processes_of(run_ids), "guest, daemons or containers survived Ctrl-C"
+    assert not any((cleanup.state_dir() / r).exists() for r in run_ids), "run directory survived Ctrl-C"
+    assert not cleanup.namespaces_of(run_ids), "namespaces survived Ctrl-C"
+    return run_ids

@@ -166,6 +166,62 @@ def build(on_progress=None, force: bool = False, directory: Path | None = None) 
         shutil.rmtree(work, ignore_errors=True)
 
 
+SEED_SIZE = "3G"  # sparse: only what dockerd writes takes room
+SEED_BODY = """{docker}
+sock=unix://{d}/docker.sock
+for i in $(seq 1 600); do docker -H $sock info >/dev/null 2>&1 && break; sleep 0.1; done
+docker -H $sock import {tarball} {tag} >/dev/null
+rc=$?
+kill $(cat {d}/dockerd.pid)
+wait
+sync
+umount {d}/data || rc=1
+echo $rc > {rcfile}
+halt -f
+"""
+
+
+def seed_path(img: Image) -> Path:
+    return img.tarball.with_suffix(".dockerd.ext4")
+
+
+def seeded_disk(img: Image, on_progress=None) -> Path:
+    """A disk image holding a dockerd data-root into which `img` is already imported.
+
+    Built once per image (one guest boot and one `docker import`); every docker run then mounts
+    a private copy-on-write view of it (UML's ubd COW), so no run imports the image again.
+    """
+    final = seed_path(img)
+    if final.exists():
+        return final
+    from lab.guest.containers import docker_dir, init_snippet
+    from lab.providers.uml import GUEST_WORKDIR, UmlGuest
+    from lab.runner import new_run_dir
+
+    if not shutil.which("mkfs.ext4", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+        raise MissingTool("mkfs.ext4 is not installed (Debian package e2fsprogs)")
+    _say(on_progress, f"seeding a docker data-root with {img.tag} (once)")
+    started = time.monotonic()
+    tmp = final.with_suffix(".tmp")
+    _run(["truncate", "-s", SEED_SIZE, str(tmp)], on_progress, "truncate")
+    _run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(tmp)], on_progress, "mkfs.ext4")
+    run_id, files = new_run_dir()
+    try:
+        guest = UmlGuest(run_id, files)
+        guest.extra_args.append(f"ubd0={tmp}")
+        guest.body = SEED_BODY.format(docker=init_snippet(GUEST_WORKDIR, seeded=True), d=docker_dir(GUEST_WORKDIR),
+                                      tarball=img.tarball, tag=img.tag, rcfile=f"{files.rundir}/guest.rc")
+        if guest.run(lambda e: None) != 0:
+            tail = Path(files.console).read_text(errors="replace").strip().splitlines()[-3:]
+            raise LabError("seeding the docker data-root failed: " + " | ".join(tail))
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(files.rundir, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
+    _say(on_progress, f"seeded {final.name} in {time.monotonic() - started:.1f} s")
+    return final
+
+
 def _run(argv: list[str], on_progress, what: str) -> None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     tail: list[str] = []

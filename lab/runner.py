@@ -23,10 +23,12 @@ from lab import cleanup, preflight
 from lab.compile.plan import build_plan, destination_address
 from lab.errors import LabError, ProviderError
 from lab.model.load import load_topology
+from lab.pki import LabPki, build_pki
 from lab.providers.base import RunFiles
 from lab.verdicts import ike as ike_log
 from lab.verdicts.classify import child_sas, judge
 from lab.verdicts.failover import FailoverResult, judge_failover
+from lab.verdicts.firewall import FirewallJudge
 from lab.verdicts.model import RunReport
 from lab.verdicts.wire import read_capture
 
@@ -47,12 +49,16 @@ def new_run_dir() -> tuple[str, RunFiles]:
     return run_id, files
 
 
-def write_inputs(files: RunFiles, plan: dict, psk: str) -> None:
+def write_inputs(files: RunFiles, plan: dict, psk: str, pki: LabPki | None = None) -> None:
+    """The plan (no secrets; with certificates, the lab CA's public parts) and the secrets file
+    (0600; the preshared key and the hosts' private keys), which the executor deletes once read."""
+    if pki:
+        plan = {**plan, "pki": pki.public()}
     with open(files.plan, "w") as f:
         json.dump(plan, f, indent=1)
     fd = os.open(files.secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"psk": psk}, f)
+        json.dump({"psk": psk, **(pki.secret() if pki else {})}, f)
 
 
 @dataclass
@@ -65,11 +71,12 @@ class Execution:
     results: dict
     outdir: str
     boot_seconds: float
+    pki: LabPki | None = None  # the run's lab CA (authentication: certificates)
 
 
 @contextmanager
 def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, provider: str,
-             failover: str | None = None):
+             failover: str | None = None, pki: LabPki | None = None):
     """Run the executor for one plan; yield what it produced; remove the run directory after."""
     preflight.check_provider(provider)
     choice = preflight.choose_kernel(kernel)
@@ -77,36 +84,42 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
     if provider == "docker":  # built once, offline, from Debian packages; then reused by its tag
         from lab import images
         img = images.build(on_progress)
-        image = {"tag": img.tag, "tarball": str(img.tarball)}
+        image = {"tag": img.tag, "tarball": str(img.tarball), "seed": str(images.seeded_disk(img, on_progress))}
     on_progress({"phase": "kernel", "message": choice.describe()})
     cleanup.sweep(on_progress)  # leftovers of killed runs go first
     run_id, files = new_run_dir()
     psk = psk or secrets.token_urlsafe(24)
+    if topology.auth_method == "certificates" and pki is None:
+        pki = build_pki(topology)  # a fresh lab CA per run; its keys go to the secrets file only
     try:
         plan = build_plan(topology, run_id, files.outdir, failover=failover)
         plan["provider"] = provider
         if image:
             plan["image"] = image
-        write_inputs(files, plan, psk)
+        write_inputs(files, plan, psk, pki)
         runner = choice.provider(run_id, files)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
         runner.run(on_progress)
         yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,
-                        runner.boot_seconds or 0.0), psk
+                        runner.boot_seconds or 0.0, pki), psk
     finally:
         shutil.rmtree(files.rundir, ignore_errors=True)
 
 
 def run(topology_path: str, report_dir: str, kernel: str = "auto",
-        on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns") -> RunReport:
-    """Run one topology and judge its expectations. `psk` is for tests that check the key never leaks."""
+        on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns",
+        pki: LabPki | None = None) -> RunReport:
+    """Run one topology and judge its expectations. `psk` and `pki` are for tests that check
+    the keys never leak."""
     started = time.monotonic()
     topology = load_topology(topology_path)
-    with executed(topology, kernel, on_progress, psk, provider) as (ex, key):
+    with executed(topology, kernel, on_progress, psk, provider, pki=pki) as (ex, key):
         report = judge_run(topology, ex.plan, ex.results, ex.outdir)
         report.run_id, report.kernel = ex.run_id, ex.kernel
         report.timings = {"guest_boot": round(ex.boot_seconds, 3), **ex.results.get("timings", {})}
-        report.artifacts = keep_artifacts(ex.outdir, report_dir, key)
+        report.artifacts = keep_artifacts(ex.outdir, report_dir, key, ex.pki)
+        if ex.pki:  # public: the CA certificate, the machine certificates and the CRL
+            report.artifacts.update(ex.pki.write_public(report_dir))
     report.timings["total"] = round(time.monotonic() - started, 3)
     return report
 
@@ -132,7 +145,7 @@ def run_failover(topology_path: str, scenario: str, report_dir: str, kernel: str
                                 packets, profile, ex.results.get("received", []),
                                 line=f.where.line if f.where else None)
         result.run_id, result.kernel = ex.run_id, ex.kernel
-        result.artifacts = keep_artifacts(ex.outdir, report_dir, key)
+        result.artifacts = keep_artifacts(ex.outdir, report_dir, key, ex.pki)
     return result
 
 
@@ -152,13 +165,15 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
     outcomes = {o["id"]: o for o in results.get("probes", [])}
     logs = os.path.join(outdir, "logs")
     verdicts = []
+    firewall = FirewallJudge(plan, results)  # where a dropped flow was stopped (B7)
     for p, exp in zip(plan["probes"], topology.expectations):
         if p["id"] not in outcomes:
             continue
         src, dst = topology.host(exp.source), topology.host(exp.destination)
         pair = ((src.name, p["src_address"]), (dst.name, str(destination_address(src, dst))))
         verdicts.append(judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp,
-                              ike=ike_log.outcome(results, logs, *pair), soft_sa=_soft_sa(results, pair)))
+                              ike=ike_log.outcome(results, logs, *pair), soft_sa=_soft_sa(results, pair),
+                              firewall=firewall or None))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
     return RunReport(
         topology=topology.name, description=topology.description, path=topology.path, run_id="",
@@ -176,9 +191,10 @@ def _soft_sa(results: dict, pair) -> str | None:
     return None
 
 
-def keep_artifacts(outdir: str, report_dir: str, psk: str) -> dict[str, str]:
-    """Copy captures, logs and raw results into the report, never letting the key through."""
+def keep_artifacts(outdir: str, report_dir: str, psk: str, pki: LabPki | None = None) -> dict[str, str]:
+    """Copy captures, logs and raw results into the report, never letting a key through."""
     kept = {}
+    private = [m for m in (pki.secret_material() if pki else []) if len(m) >= 16]
     for sub in ("captures", "logs"):
         src = Path(outdir, sub)
         if not src.is_dir():
@@ -187,11 +203,16 @@ def keep_artifacts(outdir: str, report_dir: str, psk: str) -> dict[str, str]:
         dst.mkdir(parents=True, exist_ok=True)
         for f in sorted(src.iterdir()):
             data = f.read_bytes().replace(psk.encode(), b"[preshared key removed]")
+            for m in private:  # never there (charon logs no key); checked all the same
+                data = data.replace(m, b"[private key removed]")
             (dst / f.name).write_bytes(data)
             kept[f"{sub}/{f.name}"] = f"{sub}/{f.name}"
     raw = Path(outdir, "results.json")
     if raw.exists():
         Path(report_dir).mkdir(parents=True, exist_ok=True)
-        Path(report_dir, "executor.json").write_text(raw.read_text().replace(psk, "[preshared key removed]"))
+        text = raw.read_text().replace(psk, "[preshared key removed]")
+        for m in private:
+            text = text.replace(m.decode(), "[private key removed]") if m.isascii() else text
+        Path(report_dir, "executor.json").write_text(text)
         kept["executor.json"] = "executor.json"
     return kept

@@ -54,14 +54,20 @@ def dockerd_argv(workdir: str) -> list[str]:
             "--userland-proxy=false", "--log-level=warn", "-H", f"unix://{d}/docker.sock"]
 
 
-def init_snippet(workdir: str) -> str:
+SEED_DEVICE = "/dev/ubda"  # the copy-on-write view of the seeded data-root, when there is one
+
+
+def init_snippet(workdir: str, seeded: bool = False) -> str:
     """Shell lines for the UML init: cgroup v1 hierarchies, overlayfs, dockerd in the background.
 
     /etc/docker gets a tmpfs because dockerd 20.10 writes its key.json there, which on the
-    guest's hostfs root would land on the host.
+    guest's hostfs root would land on the host. With `seeded`, dockerd's data-root is the
+    guest's first block device: a private copy-on-write view of a disk image into which the
+    lab imported the image once (lab.images.seeded_disk), so no run pays for `docker import`.
     """
     d = docker_dir(workdir)
     argv = " ".join(dockerd_argv(workdir))
+    mount_seed = f"mkdir -p {d}/data && mount -t ext4 {SEED_DEVICE} {d}/data\n" if seeded else ""
     return f"""# Docker provider: a private dockerd for this run, everything on guest tmpfs.
 mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
 for c in cpu cpuacct devices freezer pids blkio memory; do
@@ -71,7 +77,7 @@ done
 mount -t tmpfs tmpfs /etc/docker
 modprobe -d /run/lab-modules overlay 2>/dev/null
 mkdir -p {d}
-{argv} > {d}/dockerd.log 2>&1 &
+{mount_seed}{argv} > {d}/dockerd.log 2>&1 &
 """
 
 

@@ -28,10 +28,10 @@ STOCK_UML = Path("/usr/bin/linux.uml")
 STOCK_MODULES = Path("/usr/lib/uml/modules")
 MEMORY = os.environ.get("LAB_UML_MEM", "1024M")
 GUEST_WORKDIR = "/tmp/lab"  # on the guest's private tmpfs
-MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet sch_ingress cls_u32 act_pedit nf_tables"
+MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet sch_ingress cls_u32 act_pedit nf_tables cls_flower cls_matchall act_gact act_nat"
 
-INIT = """#!/bin/sh
-# PID 1 of the lab guest, written by lab.providers.uml for run {run_id}.
+PRELUDE = """#!/bin/sh
+# PID 1 of a lab guest, written by lab.providers.uml for run {run_id}.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1 LAB_RUN_ID={run_id}
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -47,7 +47,9 @@ echo /run/lab-modprobe > /proc/sys/kernel/modprobe
 modprobe -a -d /run/lab-modules {module_list} 2>/dev/null
 ip link set lo up
 echo "@@guest booted $(uname -r)"
-{docker}{python} -m lab.guest.executor {plan} {secrets} {workdir}
+"""
+
+INIT = PRELUDE + """{docker}{python} -m lab.guest.executor {plan} {secrets} {workdir}
 echo $? > {rcfile}
 sync
 halt -f
@@ -87,22 +89,32 @@ class UmlGuest:
         self.files = files
         self.kernel = kernel or find_kernel()
         self.boot_seconds: float | None = None
+        self.extra_args: list[str] = []  # e.g. ubd0=COW,BACKING: a seeded docker data-root
+        self.body: str | None = None  # instead of the executor (image seeding); must write guest.rc
 
     def _docker_init(self) -> str:
-        """Only for `provider: docker`: the lines that start the run's private dockerd."""
+        """Only for `provider: docker`: the lines that start the run's private dockerd, on a
+        copy-on-write view of the seeded data-root when the image has one."""
         with open(self.files.plan) as f:
-            if json.load(f).get("provider", "netns") != "docker":
-                return ""
+            plan = json.load(f)
+        if plan.get("provider", "netns") != "docker":
+            return ""
         from lab.guest.containers import init_snippet
-        return init_snippet(GUEST_WORKDIR)
+        seed = (plan.get("image") or {}).get("seed")
+        if seed:
+            self.extra_args.append(f"ubd0={self.files.rundir}/docker.cow,{seed}")
+        return init_snippet(GUEST_WORKDIR, seeded=bool(seed))
 
     def _write_init(self) -> str:
         path = os.path.join(self.files.rundir, "init.sh")
-        text = INIT.format(docker=self._docker_init(),
+        if self.body is not None:
+            text = PRELUDE.format(run_id=self.run_id, modules=self.kernel.modules, module_list=MODULES) + self.body
+        else:
+            text = INIT.format(docker=self._docker_init(),
             run_id=self.run_id, modules=self.kernel.modules, module_list=MODULES,
             python=sys.executable, plan=self.files.plan, secrets=self.files.secrets,
             rcfile=os.path.join(self.files.rundir, "guest.rc"), workdir=GUEST_WORKDIR,
-        )
+            )
         with open(path, "w") as f:
             f.write(text)
         os.chmod(path, 0o755)
@@ -114,7 +126,7 @@ class UmlGuest:
             f"init={init}", "con=null", "con0=null,fd:1", "quiet",
             # Keep UML's control socket in the run directory, named after the run, so that
             # nothing is left in ~/.uml and `lab cleanup` can find a killed run's guest.
-            f"umid=lab-{self.run_id}", f"uml_dir={self.files.rundir}",
+            f"umid=lab-{self.run_id}", f"uml_dir={self.files.rundir}", *self.extra_args,
         ]
 
     def run(self, on_progress: ProgressFn) -> int:

@@ -17,6 +17,7 @@ import pytest
 
 from lab import runner
 from lab.model.load import load_topology
+from lab.pki import build_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports" / "conformance"
@@ -33,17 +34,22 @@ class LabRuns:
     def __init__(self):
         self.reports: dict[str, object] = {}
         self.psk: dict[str, str] = {}
+        self.pki: dict[str, object] = {}  # the lab CA of each certificates topology (its keys)
         self.output: dict[str, list[str]] = {}
 
     def get(self, path: str):
         if path not in self.reports:
             self.psk[path] = "conformance-" + secrets.token_urlsafe(18)
+            topo = load_topology(path)
+            if topo.auth_method == "certificates":  # made here, so the test knows the keys
+                self.pki[path] = build_pki(topo)
             lines = self.output.setdefault(path, [])
             report_dir = REPORTS / Path(path).stem
             try:
                 result = runner.run(path, str(report_dir), kernel=os.environ.get("LAB_KERNEL", "auto"),
                                     on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
-                                    psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"))
+                                    psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"),
+                                    pki=self.pki.get(path))
             except Exception as exc:  # noqa: BLE001  every case of this topology fails with the same reason
                 result = exc
             else:

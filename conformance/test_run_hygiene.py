@@ -39,6 +39,18 @@ def test_no_secret_in_report(topology_path, lab_runs):
     leaking = [str(p) for p in files if psk in p.read_bytes()]
     assert not leaking, f"the preshared key appears in {leaking}"
     assert not any(psk.decode() in line for line in lab_runs.output[topology_path])
+    # Private keys (authentication: certificates): no PEM private key block anywhere, and none
+    # of this run's key material (PEM, its base64 lines, DER, the private scalar raw or in hex).
+    pki = lab_runs.pki.get(topology_path)
+    material = pki.secret_material() if pki else []
+    for p in files:
+        data = p.read_bytes()
+        assert b"PRIVATE KEY-----" not in data, f"a PEM private key block appears in {p}"
+        assert not any(m in data for m in material), f"a host's private key appears in {p}"
+    output = "\n".join(lab_runs.output[topology_path]).encode()
+    assert b"PRIVATE KEY" not in output and not any(m in output for m in material if m.isascii())
+    if pki:  # the public parts are kept: the CA, every machine certificate and the CRL
+        assert {"ca.pem", "crl.pem", *(f"{h}.pem" for h in pki.certs)} <= {p.name for p in (folder / "certs").iterdir()}
     assert report.run_id
 
 

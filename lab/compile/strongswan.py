@@ -126,13 +126,44 @@ def negotiate_connection(topology: Topology, host: Host, rule: Rule, index: int)
         **child_proposals(rule),
         **child_lifetimes(rule),
     }
+    if peers == ["%any"]:
+        # Answering a peer, charon installs the CHILD_SA's policies with selectors narrowed to
+        # that peer but the rule's explicit priority; on the tie the kernel prefers the trap's
+        # older policy, whose dynamic reqid matches no SA (XfrmInTmplMismatch: the protected
+        # SYN is dropped after decryption, the SYN-ACK triggers a new IKE). One fixed reqid
+        # per rule (its unique priority) lets the trap and every SA of the rule agree.
+        child["reqid"] = str(priority(rule, host, index))
     return {
         **_ike_common(topology, host),
         **timer_options(topology.policy(host.policy)),
         "remote_addrs": peers,
-        "local-1": {"auth": "psk", "id": str(host.addresses[0])},
-        "remote-1": {"auth": "psk", "id": peers[0] if len(peers) == 1 else "%any"},
+        **authentication(topology, host, str(host.addresses[0]),
+                         peers[0] if len(peers) == 1 else "%any",
+                         peer.text if peer.kind == "host" else None),
         "children": {rule.name: child},
+    }
+
+
+def authentication(topology: Topology, host: Host, local_id: str | None, remote_id: str,
+                   peer_host: str | None = None) -> dict:
+    """The `local-1`/`remote-1` rounds (plus certificate options) of a connection.
+
+    psk: identities are IP addresses (local_id None = whatever address the peer contacted).
+    certificates: each side proves itself with its machine certificate from the lab CA, loaded
+    over VICI with its key (load-cert, load-key), identity = the certificate's subject
+    (CN=host). A peer named in the filter must present its own certificate; any other peer
+    any certificate of the lab CA, as Windows checks only the trusted root. `revocation:
+    strict` makes charon consult the CA's CRL (loaded with load-cert) and refuse a peer when
+    no revocation information is available at all.
+    """
+    if topology.auth_method != "certificates":
+        local = {"auth": "psk", **({"id": local_id} if local_id else {})}
+        return {"local-1": local, "remote-1": {"auth": "psk", "id": remote_id}}
+    return {
+        "send_cert": "always",  # the peer has only the CA; it needs ours in IKE_AUTH
+        "local-1": {"auth": "pubkey", "id": f"CN={host.name}"},
+        "remote-1": {"auth": "pubkey", "id": f"CN={peer_host}" if peer_host else "%any",
+                     "revocation": "strict"},
     }
 
 
@@ -154,8 +185,7 @@ def respond_connection(topology: Topology, host: Host) -> dict:
         "remote_addrs": ["%any"],
         # No fixed identity: the responder is whatever address the peer contacted (a cluster
         # node answers as its VIP, as the initiator expects).
-        "local-1": {"auth": "psk"},
-        "remote-1": {"auth": "psk", "id": "%any"},
+        **authentication(topology, host, None, "%any"),
         "children": {
             "respond": {
                 "mode": "transport",

@@ -139,14 +139,36 @@ class Charon:
             if not self._stop.is_set():
                 self.events.append({"t": time.time(), "event": "listener-error", "data": str(exc)})
 
-    def load(self, conns: dict, psk: str) -> None:
-        # No owners: the key applies to any peer; the lab has one key per run.
-        self.session.load_shared({"type": "IKE", "data": psk})
+    def load(self, conns: dict, psk: str, credentials: dict | None = None) -> None:
+        """Keys, then connections. `credentials` (authentication: certificates) holds PEM texts:
+        the lab CA `ca`, its `crl`, and this host's own `cert` and private `key` (either may be
+        absent: a host without a machine certificate)."""
+        if credentials is None:
+            # No owners: the key applies to any peer; the lab has one key per run.
+            self.session.load_shared({"type": "IKE", "data": psk})
+        else:
+            self.load_credentials(credentials)
         for name, conn in conns.items():
             try:
                 self.session.load_conn({name: conn})
             except vici.exception.CommandException as exc:
                 raise RuntimeError(f"charon on {self.host} refused connection {name!r}: {exc}") from None
+
+    def load_credentials(self, creds: dict) -> None:
+        """Over VICI only: the CA as a trust anchor, its CRL (the revocation plugin consults it
+        for every peer certificate), the host's certificate and its private key."""
+        steps = [("CA certificate", self.session.load_cert, {"type": "X509", "flag": "CA", "data": creds["ca"]}),
+                 ("CRL", self.session.load_cert, {"type": "X509_CRL", "flag": "NONE", "data": creds["crl"]})]
+        if creds.get("cert"):
+            steps.append(("machine certificate", self.session.load_cert,
+                          {"type": "X509", "flag": "NONE", "data": creds["cert"]}))
+        if creds.get("key"):
+            steps.append(("private key", self.session.load_key, {"type": "ECDSA", "data": creds["key"]}))
+        for what, call, message in steps:
+            try:
+                call(message)
+            except vici.exception.CommandException as exc:  # charon's words; never the data
+                raise RuntimeError(f"charon on {self.host} refused its {what}: {exc}") from None
 
     def list_sas(self) -> list[dict]:
         return [decode(sa) for sa in self.session.list_sas()]

@@ -32,8 +32,9 @@ def _terminate(signum, frame):
 
 
 class Run:
-    def __init__(self, plan: dict, psk: str, workdir: str):
+    def __init__(self, plan: dict, psk: str, workdir: str, keys: dict | None = None):
         self.plan, self.psk, self.workdir = plan, psk, workdir
+        self.keys = keys or {}  # host -> private key (authentication: certificates); never written
         self.outdir = plan["outdir"]
         self.charons: dict[str, charon.Charon] = {}
         self.captures: list[capture.Capture] = []
@@ -75,7 +76,7 @@ class Run:
             c = self.charons.get(h["name"])
             if c:
                 c.connect(deadline)
-                c.load(h["charon"]["conns"], self.psk)
+                c.load(h["charon"]["conns"], self.psk, self._credentials(h["name"]))
                 relaxed = xfrm.relax_inbound(h["ns"], h["charon"].get("inpass", []))
                 if h["charon"].get("fallback"):
                     agent = softsa.SoftSaAgent(c, h["charon"]["fallback"])
@@ -87,6 +88,13 @@ class Run:
         for cap in self.captures:
             cap.wait_ready(deadline)
         self._phase_done("bring_up")
+
+    def _credentials(self, host: str) -> dict | None:
+        """The lab CA, its CRL, the host's certificate and key; None with preshared keys."""
+        pki = self.plan.get("pki")
+        if not pki:
+            return None
+        return {"ca": pki["ca"], "crl": pki["crl"], "cert": pki["certs"].get(host), "key": self.keys.get(host)}
 
     def fail_over(self) -> None:
         self.results["failover"] = failover.run(self.plan["failover"], self.charons, progress)
@@ -181,10 +189,10 @@ def main(argv: list[str]) -> int:
     with open(plan_path) as f:
         plan = json.load(f)
     with open(secrets_path) as f:
-        psk = json.load(f)["psk"]
-    os.unlink(secrets_path)  # read once; nothing on disk holds the key after this
+        secrets = json.load(f)
+    os.unlink(secrets_path)  # read once; nothing on disk holds a key after this
     os.makedirs(workdir, exist_ok=True)
-    run = Run(plan, psk, workdir)
+    run = Run(plan, secrets["psk"], workdir, secrets.get("keys"))
     status = 0
     try:
         run.bring_up()

@@ -13,6 +13,14 @@ from pathlib import Path
 
 # What charon logs when a negotiation fails, most telling first.
 FAILURES = [
+    # certificates (authentication: certificates): the responder's view, then the initiator's
+    r"certificate was revoked on .*",
+    r"certificate status is not available",
+    r"no issuer certificate found for .*",
+    r"certificate invalid \(valid from .*\)",
+    r"no trusted \w+ public key found for .*",
+    r"no private key found for .*",
+    r"constraint check failed: .*",
     r"received NO_PROPOSAL_CHOSEN notify.*",
     r"no acceptable proposal found",
     r"received TS_UNACCEPTABLE notify.*",
@@ -68,6 +76,8 @@ def failure_reasons(log: str, peer: str) -> list[str]:
         if not m:
             continue
         tag, msg = m.groups()
+        # `<1>` until a config is chosen, then `<respond|1>`: one IKE_SA, keyed by its unique id.
+        tag = tag.rpartition("|")[2]
         addr = _ADDR.search(msg)
         if addr and tag not in peer_of:
             peer_of[tag] = addr.group(1)

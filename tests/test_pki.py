@@ -1,0 +1,149 @@
+"""The lab CA (lab/pki.py) and certificate authentication in the compiler and the plan."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lab.compile.plan import build_plan
+from lab.compile.strongswan import compile_host
+from lab.model.load import load_topology
+from lab.pki import build_pki
+from lab.runner import keep_artifacts, write_inputs
+from lab.providers.base import RunFiles
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISH = ROOT / "topologies" / "ipsec-restricted-publishing.yaml"
+CERTS = ROOT / "topologies" / "exchange-fe-be-http-certificates.yaml"
+PSK = ROOT / "topologies" / "exchange-fe-be-http.yaml"
+
+
+@pytest.fixture(scope="module")
+def publish():
+    return load_topology(PUBLISH)
+
+
+@pytest.fixture(scope="module")
+def pki(publish):
+    return build_pki(publish)
+
+
+def _cert(pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def test_loader_defaults_and_states(publish):
+    states = {h.name: h.certificate for h in publish.hosts}
+    assert states == {"fw": "none", "edge": "valid", "roamer": "valid", "kiosk": "none",
+                      "stolen": "revoked", "nocert": "none"}
+    assert publish.auth_method == "certificates"
+
+
+def test_ca_is_a_ca_and_signs_every_machine_certificate(pki):
+    ca = _cert(pki.ca_cert)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey)
+    assert ca.public_key().curve.name == "secp256r1"
+    for host, pem in pki.certs.items():
+        cert = _cert(pem)
+        cert.verify_directly_issued_by(ca)
+        assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_one_certificate_per_ipsec_host_with_cn_and_san(publish, pki):
+    # nocert: certificate none; kiosk and fw: no policy
+    assert sorted(pki.certs) == sorted(pki.keys) == ["edge", "roamer", "stolen"]
+    for name, pem in pki.certs.items():
+        cert = _cert(pem)
+        assert cert.subject.rfc4514_string() == f"CN={name}"
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.IPAddress) == [
+            ipaddress.ip_address(str(a)) for a in publish.host(name).addresses]
+
+
+def test_crl_signed_by_the_ca_lists_exactly_the_revoked_hosts(pki):
+    ca = _cert(pki.ca_cert)
+    crl = x509.load_pem_x509_crl(pki.crl.encode())
+    assert crl.is_signature_valid(ca.public_key())
+    assert crl.issuer == ca.subject
+    listed = {r.serial_number for r in crl}
+    assert listed == {_cert(pki.certs["stolen"]).serial_number}
+    assert pki.revoked == ("stolen",)
+    # strongSwan finds a CA's CRL by the authority key identifier
+    aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+
+
+def test_keys_match_their_certificates(pki):
+    from cryptography.hazmat.primitives import serialization
+    for host, pem in pki.keys.items():
+        assert pem.startswith("-----BEGIN EC PRIVATE KEY-----")  # what charon's openssl plugin loads
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+        assert key.public_key() == _cert(pki.certs[host]).public_key()
+
+
+def test_every_run_gets_a_new_ca(publish, pki):
+    assert build_pki(publish).ca_cert != pki.ca_cert
+
+
+def test_pubkey_connections(publish):
+    roamer = compile_host(publish, publish.host("roamer"))
+    conn = roamer["rule-to-edge-https"]
+    assert conn["local-1"] == {"auth": "pubkey", "id": "CN=roamer"}
+    # the peer named in the filter must present its own certificate, checked against the CRL
+    assert conn["remote-1"] == {"auth": "pubkey", "id": "CN=edge", "revocation": "strict"}
+    assert conn["send_cert"] == "always"
+    edge = compile_host(publish, publish.host("edge"))["rule-https-from-anyone"]
+    assert edge["remote-1"] == {"auth": "pubkey", "id": "%any", "revocation": "strict"}
+    assert edge["remote_addrs"] == ["%any"]
+    # a rule answering any peer: one fixed reqid, so the trap and the SAs it answers agree
+    child = edge["children"]["https-from-anyone"]
+    assert child["reqid"] == child["priority"]
+    assert "reqid" not in conn["children"]["to-edge-https"]
+    topo = load_topology(CERTS)
+    respond = compile_host(topo, topo.host("be"))["respond"]
+    assert respond["local-1"] == {"auth": "pubkey", "id": "CN=be"}
+    assert respond["remote-1"] == {"auth": "pubkey", "id": "%any", "revocation": "strict"}
+
+
+def test_psk_connections_unchanged():
+    topo = load_topology(PSK)
+    conns = compile_host(topo, topo.host("fe"))
+    assert conns["rule-fe-be-http"]["local-1"] == {"auth": "psk", "id": "10.10.1.10"}
+    assert conns["rule-fe-be-http"]["remote-1"] == {"auth": "psk", "id": "10.10.2.20"}
+    assert conns["respond"]["local-1"] == {"auth": "psk"}
+    assert conns["respond"]["remote-1"] == {"auth": "psk", "id": "%any"}
+    assert "send_cert" not in conns["rule-fe-be-http"]
+
+
+def test_no_private_key_in_the_plan_only_in_the_0600_secrets(tmp_path, publish, pki):
+    files = RunFiles(str(tmp_path))
+    plan = build_plan(publish, "abc123", files.outdir)
+    write_inputs(files, plan, "k" * 24, pki)
+    text = Path(files.plan).read_text()
+    assert "PRIVATE KEY" not in text
+    assert not any(m.decode(errors="ignore") in text for m in pki.secret_material() if m.isascii())
+    assert json.loads(text)["pki"]["certs"]["edge"] == pki.certs["edge"]  # public parts travel
+    assert (Path(files.secrets).stat().st_mode & 0o777) == 0o600
+    secrets = json.loads(Path(files.secrets).read_text())
+    assert secrets["keys"] == pki.keys and secrets["psk"] == "k" * 24
+
+
+def test_report_keeps_public_certificates_and_scrubs_keys(tmp_path, pki):
+    out, report = tmp_path / "out", tmp_path / "report"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "charon-edge.log").write_text("loaded\n" + pki.keys["edge"])
+    kept = keep_artifacts(str(out), str(report), "some-psk-value", pki)
+    kept.update(pki.write_public(report))
+    assert "certs/ca.pem" in kept and "certs/crl.pem" in kept and "certs/stolen.pem" in kept
+    for f in report.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert b"PRIVATE KEY" not in data, f
+            assert not any(m in data for m in pki.secret_material()), f

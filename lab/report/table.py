@@ -58,7 +58,11 @@ def short_evidence(ev: Evidence) -> str:
     if ev.spis:
         parts.append("SPI " + "/".join(ev.spis))
     if parts or ev.clear_packets:
-        parts.append(f"{ev.clear_packets} clear")
+        handshake = ev.clear_handshake if parts else 0  # protected flow: payload-less packets first
+        if handshake and handshake == ev.clear_packets:
+            parts.append(f"{handshake} clear handshake (inbound passthrough)")
+        else:
+            parts.append(f"{ev.clear_packets} clear")
     readable = [name for name, flag in (("marker", ev.marker_in_clear),
                                         ("credential", ev.credential_in_clear)) if flag]
     if readable:

@@ -175,3 +175,67 @@ def test_child_sas_table_rows():
     assert len(rows) == 1
     r = rows[0]
     assert (r.host, r.peer, r.protocol, r.mode, r.spi_in, r.bytes_out) == ("fe", BE, "ESP", "TRANSPORT", "ca17170d", 293)
+
+
+# Tunnels through a gateway (B10) and NAT (B8): ESP between an SA's own endpoints.
+
+FW_DMZ, FW_INT, FE_OUT = "10.10.1.1", "10.10.2.1", "10.10.2.254"
+
+
+def _tunnel_sas():
+    def child(name, spi_in, spi_out, local_ts, remote_ts):
+        return {"name": name, "state": "INSTALLED", "mode": "TUNNEL", "protocol": "ESP", "spi-in": spi_in,
+                "spi-out": spi_out, "local-ts": [local_ts], "remote-ts": [remote_ts]}
+    return {
+        "fe": [{"rule-to-be": {"local-host": FE, "remote-host": FW_DMZ, "child-sas": {
+            "a": child("to-be", "c1000001", "c1000002", f"{FE}/32[tcp]", f"{BE}/32[tcp/http]")}}}],
+        "fw": [{"rule-leg-be": {"local-host": FW_INT, "remote-host": BE, "child-sas": {
+            "b": child("leg-be", "c2000001", "c2000002", f"{FE}/32[tcp]", f"{BE}/32[tcp/http]")}}}],
+        # A gateway SA for other traffic: its ESP must not count.
+        "gw": [{"rule-other": {"local-host": FW_INT, "remote-host": BE, "child-sas": {
+            "c": child("other", "c3000001", "c3000002", f"{FE}/32[udp]", f"{BE}/32[udp/53]")}}}],
+    }
+
+
+def test_tunnel_legs_esp_is_attributed_by_each_legs_sa(capture):
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=FW_DMZ) / ESP(spi=0xC1000002, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+        frame(IP(src=FW_DMZ, dst=FE) / ESP(spi=0xC1000001, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+    ]) + capture("internal", [
+        frame(IP(src=FW_INT, dst=BE) / ESP(spi=0xC2000002, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+        frame(IP(src=FW_INT, dst=BE) / ESP(spi=0xC3000002, seq=1) / Raw(b"x" * 60), T0 + 1.0),  # other SA
+    ])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [{"marker": plan["marker"]}], pkts, child_sas(_tunnel_sas()), ["dmz", "internal"],
+              expectation("http", "esp"))
+    assert v.observed == "esp"
+    assert {(s.network, s.esp) for s in v.evidence.segments} == {("dmz", 2), ("internal", 1)}
+    assert "c3000002" not in v.evidence.spis
+
+
+def test_esp_with_the_flows_spi_between_unrelated_addresses_does_not_count(capture):
+    pkts = capture("dmz", [frame(IP(src="10.10.1.99", dst=FW_DMZ) / ESP(spi=0xC1000002, seq=1) / Raw(b"x" * 60), T0 + 1.0)])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(_tunnel_sas()), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "unobserved"
+
+
+def test_natted_clear_packets_of_the_flow_still_count_as_clear(capture):
+    pkts = capture("internal", [frame(IP(src=FE_OUT, dst=BE) / TCP(sport=40000, dport=80, flags="PA") / Raw(b"GET /"), T0 + 0.5)])
+    plan, outcome = probe()
+    plan["nat_aliases"] = {FE: FE_OUT}
+    v = judge(plan, outcome, [], pkts, [], ["internal"], expectation("http", "esp"))
+    assert v.observed == "clear"
+    plan["nat_aliases"] = {}
+    assert judge(plan, outcome, [], pkts, [], ["internal"], expectation("http", "esp")).observed == "unobserved"
+
+
+def test_esp_in_udp_through_nat_is_attributed_by_the_responders_sa(capture):
+    sas = {"be": [{"respond": {"local-host": BE, "remote-host": FE_OUT, "child-sas": {"r": {
+        "name": "respond", "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "ESP", "spi-in": "c4000001",
+        "spi-out": "c4000002", "local-ts": [f"{BE}/32[tcp/http]"], "remote-ts": [f"{FE}/32[tcp]"]}}}}]}
+    pkts = capture("internal", [
+        frame(IP(src=FE_OUT, dst=BE) / UDP(sport=4500, dport=4500) / Raw(bytes.fromhex("c4000001") + b"\0\0\0\1" + b"x" * 60), T0 + 1.0)])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [{"marker": plan["marker"]}], pkts, child_sas(sas), ["internal"], expectation("http", "esp"))
+    assert v.observed == "esp" and v.evidence.spis == ("c4000001",)

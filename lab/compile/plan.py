@@ -12,6 +12,7 @@ import base64
 import ipaddress
 import secrets as _secrets
 
+from lab.compile.firewall import firewall_plan, nat_aliases
 from lab.compile.strongswan import charon_settings, compile_host, runtime_hints
 from lab.model.topology import Expectation, Host, Topology
 
@@ -147,6 +148,7 @@ def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[st
         "payload": text,
         "credential_on_wire": on_wire,
         "timeout": TAMPER_TIMEOUT if exp.tamper else PROBE_TIMEOUT,
+        "nat_aliases": nat_aliases(topology),  # the classifier's second name for NATed addresses
     }
 
 
@@ -223,6 +225,7 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
             "routes": route_plan(topology, h),
             "listeners": listen[h.name],
             "vips": vip_addresses(topology, h),
+            "firewall": firewall_plan(topology, h),  # tc filters and NAT (lab.compile.firewall)
             "charon": {"conns": compile_host(topology, h), "settings": charon_settings(topology, h),
                        **runtime_hints(topology, h)} if h.policy else None,
         })
@@ -236,4 +239,5 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
         "hosts": hosts,
         "probes": [] if failover else [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],
         "failover": failover_plan(topology, failover, ns) if failover else None,
+        "nat_aliases": nat_aliases(topology),  # inside address -> its address outside the NAT
     }

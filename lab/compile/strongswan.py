@@ -167,6 +167,49 @@ def authentication(topology: Topology, host: Host, local_id: str | None, remote_
     }
 
 
+def tunnel_ends(topology: Topology, host: Host, rule: Rule) -> tuple[list[str], list[str], str, str]:
+    """A tunnel rule seen from `host`: (local_ts, remote_ts, local address, peer address).
+
+    The peer is the tunnel endpoint, reached on a network both share (else its first address).
+    The remote selectors are the filter's end behind the peer: the side that is the endpoint or
+    contains its address; the other side (or `me`) is local. A gateway thus protects others'
+    traffic: the firewall's leg to the front-end has local = back-end, remote = front-end.
+    """
+    peer = topology.host(rule.tunnel_endpoint)
+    flt = rule.filter
+    shared = [i.network for i in host.interfaces if peer.address_on(i.network)]
+    peer_addr = peer.address_on(shared[0]) if shared else peer.addresses[0]
+    local_addr = host.address_on(shared[0]) if shared else host.addresses[0]
+    ends = [(flt.source, flt.source_port), (flt.destination, flt.destination_port)]
+
+    def behind_peer(ep) -> bool:
+        return ep.text == peer.name or any(a in net for a in peer.addresses for net in ep.networks)
+    if flt.source.kind == "me" or (flt.destination.kind != "me" and behind_peer(flt.destination)):
+        (mine, my_port), (theirs, their_port) = ends
+    else:
+        (theirs, their_port), (mine, my_port) = ends
+    local = traffic_selectors(mine.prefixes_for(host), flt.protocol, my_port)
+    remote = traffic_selectors(theirs.prefixes_for(host), flt.protocol, their_port)
+    return local, remote, str(local_addr), str(peer_addr)
+
+
+def tunnel_connection(topology: Topology, host: Host, rule: Rule, index: int) -> dict:
+    """A Negotiate rule with `tunnel: HOST`: a tunnel-mode CHILD_SA to that host (B10), trapped
+    like any Require rule; the filter is the tunnel's inner traffic."""
+    conn = negotiate_connection(topology, host, rule, index)
+    local_ts, remote_ts, local_addr, peer_addr = tunnel_ends(topology, host, rule)
+    conn["local_addrs"] = [local_addr]
+    conn["remote_addrs"] = [peer_addr]
+    for side, who, address in (("local-1", host.name, local_addr), ("remote-1", rule.tunnel_endpoint, peer_addr)):
+        if conn[side].get("auth") == "psk":
+            conn[side]["id"] = address
+        else:  # certificates: the endpoint's own machine certificate
+            conn[side]["id"] = f"CN={who}"
+    child = conn["children"][rule.name]
+    child.update(mode="tunnel", local_ts=local_ts, remote_ts=remote_ts)
+    return conn
+
+
 def shunt_child(host: Host, rule: Rule, index: int) -> dict:
     local_ts, remote_ts, _ = local_and_remote(host, rule.filter)
     return {
@@ -224,7 +267,8 @@ def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
     shunts: dict[str, dict] = exemption_children(topology, host)
     for index, rule in enumerate(policy.rules):
         if rule.negotiates:
-            conns[f"rule-{rule.name}"] = negotiate_connection(topology, host, rule, index)
+            make = tunnel_connection if rule.tunnel_endpoint else negotiate_connection
+            conns[f"rule-{rule.name}"] = make(topology, host, rule, index)
         else:
             shunts[rule.name] = shunt_child(host, rule, index)
     if shunts:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from lab.guest import capture, charon, failover, netns, softsa, tamper, traffic, xfrm
+from lab.guest import capture, charon, failover, firewall, netns, softsa, tamper, traffic, xfrm
 
 PROGRESS = "@@lab "
 
@@ -59,6 +59,10 @@ class Run:
             self.docker.create(progress)
         else:
             netns.create(self.plan)
+        for h in hosts:  # packet filter and NAT on firewall hosts (tc, one process each)
+            if h.get("firewall"):
+                firewall.apply(h["ns"], h["firewall"])
+                progress("bring-up", f"firewall on {h['name']}: {len(h['firewall']['filters'])} tc filters")
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
                          for n in self.plan["networks"]]
@@ -140,6 +144,10 @@ class Run:
         for h in self.plan["hosts"]:
             xfrm[h["name"]] = self._xfrm(h["ns"]) if h["charon"] is not None else None
         soft = {a.charon.host: a.installed for a in self.agents}
+        counters = {h["name"]: firewall.counters(h["ns"], h["firewall"])
+                    for h in self.plan["hosts"] if h.get("firewall")}
+        if counters:
+            self.results["firewall"] = counters
         self.results.update(sas=sas, policies=policies, xfrm=xfrm, events=events, soft_sas=soft)
         if self.docker:
             self.results["host_checks"] = self.docker.checks()

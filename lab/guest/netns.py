@@ -62,6 +62,8 @@ def _host_commands(host: dict) -> list[str]:
         cmds += [f"addr add {i['address']} dev {i['ifname']}", f"link set {i['ifname']} up"]
     for v in host.get("vips", []):
         cmds.append(f"addr add {v['address']} dev {v['ifname']}")
+    for a in (host.get("firewall") or {}).get("addresses", []):  # NAT: answer ARP for them
+        cmds.append(f"addr add {a['address']} dev {a['ifname']}")
     for r in host["routes"]:
         cmds.append(f"route add {r['dst']} via {r['via']}")
     return cmds

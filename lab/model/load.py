@@ -21,6 +21,7 @@ from lab.errors import TopologyError
 from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.clusters import ClusterReader
 from lab.model.errors_text import Doc, Loc, field_name, in_line_order, schema_problems, yaml_problem
+from lab.model.firewall import FirewallReader
 from lab.model.flows import kerberos_inside_ipsec
 from lab.model.policies import PolicyReader
 from lab.model.raw import as_int, as_ipv4, as_list, as_map, as_str, as_subnet, as_text, parse
@@ -93,7 +94,7 @@ _AUTH_UNSUPPORTED = {
 }
 
 
-class _Builder(ClusterReader, PolicyReader):
+class _Builder(ClusterReader, PolicyReader, FirewallReader):
     """Checks what the schema cannot (cross-references, addresses) and builds the model.
 
     Works on a file that may have failed the schema: anything of the wrong type is skipped
@@ -105,6 +106,8 @@ class _Builder(ClusterReader, PolicyReader):
         networks = self._networks(as_map(raw.get("networks")))
         used = self._hosts(networks, _exemptions(raw.get("exemptions"), 3))
         self.read_clusters(networks, used)
+        self.read_firewalls()
+        nat = self.read_nat(networks)
         policies = self.policies(as_map(raw.get("policies")))
         self._check_host_policies()
         self._check_authentication({**policies, **BUILTIN_POLICIES})
@@ -123,6 +126,7 @@ class _Builder(ClusterReader, PolicyReader):
             ike_lifetime_minutes=as_int(ike.get("lifetime_minutes")),
             clusters=tuple(self.clusters.values()),
             failovers=self.failovers(as_list(raw.get("failover"))),
+            nat=nat,
         )
 
     def _check_authentication(self, policies: dict[str, Policy]) -> None:

@@ -93,7 +93,8 @@ class PolicyReader(Reader):
             self.error(path + ("fallback_to_clear",),
                        "require never falls back to clear; use action: request")
         security = self._security(path + ("security",), raw.get("security")) if negotiates else ()
-        flt = self._filter(path + ("filter",), as_map(raw.get("filter")))
+        tunnel = self._tunnel(path + ("tunnel",), raw.get("tunnel"), action)
+        flt = self._filter(path + ("filter",), as_map(raw.get("filter")), tunnel)
         if action is None or flt is None:
             return None
         request = action is Action.REQUEST
@@ -103,7 +104,20 @@ class PolicyReader(Reader):
             fallback_to_clear=request and as_bool(raw.get("fallback_to_clear"), True),
             pfs_group=as_int(raw.get("pfs")) if negotiates else None,
             where=self.doc.where(path),
+            tunnel_endpoint=tunnel,
         )
+
+    def _tunnel(self, path: Loc, raw: object, action: Action | None) -> str | None:
+        """`tunnel: HOST`: tunnel mode to the host terminating the other end (B10)."""
+        if not isinstance(raw, str):
+            return None
+        if action not in (Action.REQUIRE, Action.REQUEST):
+            self.error(path, "only a request or require rule has a tunnel endpoint")
+            return None
+        if raw not in self.hosts:
+            self.no_host(path, raw, "; the tunnel endpoint is a host")
+            return None
+        return str(raw)
 
     def _security(self, path: Loc, raw: object) -> tuple[SecurityMethod, ...]:
         if raw is None:
@@ -149,10 +163,16 @@ class PolicyReader(Reader):
         return SecurityMethod(protocol, encryption, integrity, as_int(lifetime.get("seconds")),
                               as_int(lifetime.get("kilobytes")))
 
-    def _filter(self, path: Loc, raw: dict) -> Filter | None:
+    def _filter(self, path: Loc, raw: dict, tunnel: str | None = None) -> Filter | None:
         ends = [raw.get("from"), raw.get("to")]
-        # Host policies are transport mode: each rule is between this host and a peer.
-        if all(isinstance(text, str) for text in ends) and ends.count("me") != 1:
+        # Host policies are transport mode: each rule is between this host and a peer. A tunnel
+        # rule's filter is the tunnel's inner traffic: a gateway protects others' traffic.
+        if tunnel and "me" not in ends and tunnel not in ends:
+            self.error(path, f"one side must be 'me' or the tunnel endpoint {tunnel!r} (the "
+                       "side behind the tunnel's far end)")
+        elif tunnel and ends.count("me") == 2:
+            self.error(path, "only one side can be 'me'; the other is the peer")
+        elif not tunnel and all(isinstance(text, str) for text in ends) and ends.count("me") != 1:
             self.error(path, "one side must be 'me'" if "me" not in ends
                        else "only one side can be 'me'; the other is the peer")
         src, dst = (self._endpoint(path + (side,), end) for side, end in zip(("from", "to"), ends))

@@ -140,6 +140,9 @@ class Rule:
     fallback_to_clear: bool = False  # soft SA when the peer does not answer IKE (request only)
     pfs_group: int | None = None  # session key PFS: a DH group for each Quick Mode
     where: Where | None = field(default=None, compare=False)
+    # Tunnel mode: the host terminating the other end of the tunnel (`tunnel: fw`). The filter
+    # is then the tunnel's inner selectors and need not be anchored on `me` (a gateway's legs).
+    tunnel_endpoint: str | None = None
 
     @property
     def negotiates(self) -> bool:
@@ -186,6 +189,43 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class FirewallRule:
+    """One allow rule of a firewall host: host (or any) to host, protocol, optional port."""
+
+    source: str  # a host name or "any"
+    destination: str
+    protocol: str | None  # "tcp" | "udp" | "icmp" | "esp" | "ah" | a number as text; None = any
+    port: int | None = None  # destination port (tcp/udp); the reply direction matches it as source
+    both_directions: bool = True
+    where: Where | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        arrow = "<->" if self.both_directions else "->"
+        what = self.protocol or "any"
+        return f"{self.source}{arrow}{self.destination} {what}" + (f"/{self.port}" if self.port else "")
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """A packet filter on the traffic a firewall host routes between its networks."""
+
+    default: str = "drop"  # "drop" | "accept"
+    allow: tuple[FirewallRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Nat:
+    """Stateless 1:1 address translation on a firewall: hosts on `inside` appear on the firewall's
+    other network under an address of their own (`mapped`, host name -> outside address)."""
+
+    on: str  # the firewall host
+    inside: str  # network name
+    outside: str  # the firewall's other network, where the mapped addresses live
+    mapped: tuple[tuple[str, IPv4Address], ...] = ()
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     role: str
@@ -199,6 +239,7 @@ class Host:
     # "revoked" (listed in the CA's CRL, which every peer loads) or "none" (cannot authenticate
     # IKE). The loader gives hosts without a policy "none".
     certificate: str = "valid"
+    firewall: Firewall | None = None  # a packet filter on what this host routes (role firewall)
 
     @property
     def addresses(self) -> tuple[IPv4Address, ...]:
@@ -281,6 +322,7 @@ class Topology:
     ike_lifetime_minutes: int | None = None
     clusters: tuple[Cluster, ...] = ()
     failovers: tuple[Failover, ...] = ()
+    nat: Nat | None = None  # address translation on a firewall (B8)
 
     def cluster(self, name: str) -> Cluster:
         for c in self.clusters:

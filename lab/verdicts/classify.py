@@ -41,6 +41,7 @@ def child_sas(sas: dict[str, list[dict]]) -> list[ChildSa]:
                         bytes_in=int(child.get("bytes-in", 0)), bytes_out=int(child.get("bytes-out", 0)),
                         packets_in=int(child.get("packets-in", 0)), packets_out=int(child.get("packets-out", 0)),
                         local_ts=tuple(child.get("local-ts", [])), remote_ts=tuple(child.get("remote-ts", [])),
+                        local=ike.get("local-host", ""),
                     ))
     return rows
 
@@ -61,41 +62,58 @@ def find_sa(rows: list[ChildSa], probe: dict) -> ChildSa | None:
 
 def covering_sas(rows: list[ChildSa], probe: dict) -> list[ChildSa]:
     """Every SA on either host whose selectors cover the flow: when both peers initiate, each
-    direction may travel in a CHILD_SA of its own."""
+    direction may travel in a CHILD_SA of its own. Then the SAs of tunnel gateways on the path
+    (any other host) whose selectors cover the flow in either orientation (B10)."""
     proto, sport, dport = probe["protocol"], probe["sport"], probe["port"]
+    ends = ((probe["src_address"], sport, probe["dst_address"], dport),
+            (probe["dst_address"], dport, probe["src_address"], sport))
     found = []
-    for host, me, me_port, peer, peer_port in (
-        (probe["src"], probe["src_address"], sport, probe["dst_address"], dport),
-        (probe["dst"], probe["dst_address"], dport, probe["src_address"], sport),
-    ):
+    for host, (me, me_port, peer, peer_port) in zip((probe["src"], probe["dst"]), ends):
         for row in rows:
             if row.host != host or me_port is None:
                 continue
-            if any(covers(ts, me, proto, me_port) for ts in row.local_ts) and \
-                    any(covers(ts, peer, proto, peer_port) for ts in row.remote_ts):
+            if _covers(row, me, me_port, peer, peer_port, proto):
                 found.append(row)
+    for row in rows:
+        if row.host not in (probe["src"], probe["dst"]) and sport is not None and row.mode.upper() == "TUNNEL" \
+                and any(_covers(row, *e, proto) for e in ends):
+            found.append(row)
     return found
 
 
+def _covers(row: ChildSa, me: str, me_port: int, peer: str, peer_port: int, proto: str) -> bool:
+    return any(covers(ts, me, proto, me_port) for ts in row.local_ts) and \
+        any(covers(ts, peer, proto, peer_port) for ts in row.remote_ts)
+
+
 def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:
+    # Behind a NAT (B8) an address has a second name on the outside network.
+    nat = probe.get("nat_aliases") or {}
+    src = {probe["src_address"], nat.get(probe["src_address"])}
+    dst = {probe["dst_address"], nat.get(probe["dst_address"])}
     if proto_num == 1:  # ICMP echo: the pair and the echo id
-        return p.protocol == 1 and {p.src, p.dst} == {probe["src_address"], probe["dst_address"]} \
+        return p.protocol == 1 and ((p.src in src and p.dst in dst) or (p.src in dst and p.dst in src)) \
             and p.sport == probe["sport"]
-    a = (probe["src_address"], probe["sport"], probe["dst_address"], probe["port"])
-    seen = (p.src, p.sport, p.dst, p.dport)
-    return p.protocol == proto_num and (seen == a or seen == (a[2], a[3], a[0], a[1]))
+    sport, dport = probe["sport"], probe["port"]
+    return p.protocol == proto_num and (
+        (p.src in src and p.sport == sport and p.dst in dst and p.dport == dport)
+        or (p.src in dst and p.sport == dport and p.dst in src and p.dport == sport))
 
 
 def flow_packets(packets: list[Packet], probe: dict, sas: list[ChildSa]) -> list[Packet]:
+    """The flow's own packets, and the ESP packets of the SAs covering it: each SA's SPIs,
+    between the two hosts or between that SA's own endpoints (a tunnel gateway's leg, or a
+    peer seen through NAT), while the probe ran."""
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[probe["protocol"]]
-    pair = {probe["src_address"], probe["dst_address"]}
+    pairs = [{probe["src_address"], probe["dst_address"]}]
+    pairs += [{sa.local, sa.peer} for sa in sas if sa.local]
     spis = {spi for sa in sas for spi in (sa.spi_in, sa.spi_out)}
     start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
     out = []
     for p in packets:
         if p.kind in ("clear", "ah") and _is_flow(p, probe, proto_num):
             out.append(p)
-        elif p.kind == "esp" and p.spi in spis and {p.src, p.dst} == pair and start <= p.time <= end:
+        elif p.kind == "esp" and p.spi in spis and {p.src, p.dst} in pairs and start <= p.time <= end:
             out.append(p)
     return out
 
@@ -133,11 +151,15 @@ def _ike_text(ev: Evidence) -> list[str]:
     return out
 
 
-def reason(observed: str, ev: Evidence, timeout: float) -> str:
+def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False) -> str:
     if observed.startswith("dropped"):
         why = ev.error or "no answer"
         heard = "the listener got it but the answer was lost" if ev.received_by_server else "never reached the listener"
         parts = [f"not delivered ({why} after {ev.seconds:.1f} s of {timeout:.0f})", heard]
+        if ev.dropped_by:
+            parts.append(ev.dropped_by)
+        elif firewalled:  # the topology has a firewall, and it let this flow's packets by
+            parts.append("not dropped at a firewall: host policy")
         if ev.xfrm_errors:
             parts.append("receiver XFRM: " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items())))
         return "; ".join(parts + _ike_text(ev))
@@ -152,6 +174,8 @@ def reason(observed: str, ev: Evidence, timeout: float) -> str:
         parts.append(f"{ev.ah_packets} AH packets")
     if ev.sa:
         parts.append(f"SA {ev.sa.child} on {ev.sa.host}, {ev.sa.protocol} {ev.sa.mode.lower()} {ev.sa.algorithms}")
+    if ev.firewall_passed:
+        parts.append(ev.firewall_passed)
     parts.append("marker readable on the wire" if ev.marker_in_clear else "marker never readable")
     if ev.credential_in_clear:
         parts.append("fake credential readable")
@@ -161,7 +185,9 @@ def reason(observed: str, ev: Evidence, timeout: float) -> str:
 
 
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
-          networks: list[str], expectation, ike=None, soft_sa: str | None = None) -> Verdict:
+          networks: list[str], expectation, ike=None, soft_sa: str | None = None,
+          firewall=None) -> Verdict:
+    """`firewall`: a lab.verdicts.firewall.FirewallJudge, when the topology has firewalls."""
     probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
     covering = covering_sas(rows, probe)
     row = covering[0] if covering else None
@@ -185,6 +211,8 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         soft_sa=soft_sa,
         clear_handshake=sum(1 for p in mine if p.kind == "clear" and not p.payload),
         xfrm_errors=outcome.get("xfrm_errors", {}),
+        dropped_by=firewall.where_dropped(probe, packets) if firewall and not delivered else None,
+        firewall_passed=firewall.passed(probe) if firewall and delivered else None,
     )
     observed = observe(delivered, mine)
     if probe.get("tamper") and observed == "dropped" and not any(
@@ -197,6 +225,6 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
     return Verdict(
         id=expectation.id, source=expectation.source, destination=expectation.destination,
         service=expectation.service.name, expected=expected, observed=observed,
-        reason=reason(observed, ev, probe["timeout"]), evidence=ev,
+        reason=reason(observed, ev, probe["timeout"], bool(firewall)), evidence=ev,
         line=expectation.where.line if expectation.where else None,
     )

@@ -8,7 +8,12 @@ BIN      := $(VENV)/bin
 STAMP    := .lab
 APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
 	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
-	patchelf python3-venv ca-certificates iputils-arping docker.io debootstrap
+	patchelf python3-venv ca-certificates iputils-arping docker.io debootstrap \
+	$(SERVER_PACKAGES)
+# Real servers and clients (issue 4). They run only inside lab namespaces: installed with
+# policy-rc.d denying every start, so none of them ever listens on this machine itself.
+SERVER_PACKAGES := nginx-light dovecot-imapd dovecot-pop3d krb5-kdc krb5-admin-server krb5-user \
+	slapd ldap-utils curl
 
 .PHONY: setup lab test unit conformance verify bench clean cleanup help images
 
@@ -29,7 +34,10 @@ $(STAMP)/apt:
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "setup: installing Debian packages:$$missing"; \
+		guard=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+			chmod 755 /usr/sbin/policy-rc.d; guard=1; }; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc -eq 0 ] || exit $$rc; \
 	else echo "setup: Debian packages present"; fi
 	@touch $@
 

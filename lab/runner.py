@@ -24,6 +24,8 @@ from lab.compile.plan import build_plan, destination_address
 from lab.errors import LabError, ProviderError
 from lab.model.load import load_topology
 from lab.pki import LabPki, build_pki
+from lab.services.prepare import RunServers
+from lab.services.prepare import prepare as prepare_servers
 from lab.providers.base import RunFiles
 from lab.verdicts import ike as ike_log
 from lab.verdicts.classify import child_sas, judge
@@ -49,7 +51,8 @@ def new_run_dir() -> tuple[str, RunFiles]:
     return run_id, files
 
 
-def write_inputs(files: RunFiles, plan: dict, psk: str, pki: LabPki | None = None) -> None:
+def write_inputs(files: RunFiles, plan: dict, psk: str, pki: LabPki | None = None,
+                 extra: dict | None = None) -> None:
     """The plan (no secrets; with certificates, the lab CA's public parts) and the secrets file
     (0600; the preshared key and the hosts' private keys), which the executor deletes once read."""
     if pki:
@@ -58,7 +61,7 @@ def write_inputs(files: RunFiles, plan: dict, psk: str, pki: LabPki | None = Non
         json.dump(plan, f, indent=1)
     fd = os.open(files.secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"psk": psk, **(pki.secret() if pki else {})}, f)
+        json.dump({"psk": psk, **(pki.secret() if pki else {}), **(extra or {})}, f)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Execution:
     outdir: str
     boot_seconds: float
     pki: LabPki | None = None  # the run's lab CA (authentication: certificates)
+    servers: RunServers | None = None  # real servers' secrets, host side (lab.services)
 
 
 @contextmanager
@@ -96,12 +100,13 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
         plan["provider"] = provider
         if image:
             plan["image"] = image
-        write_inputs(files, plan, psk, pki)
+        servers = prepare_servers(topology, plan, files.rundir, pki)  # real daemons, real clients
+        write_inputs(files, plan, psk, pki, servers.secret())
         runner = choice.provider(run_id, files)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
         runner.run(on_progress)
         yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,
-                        runner.boot_seconds or 0.0, pki), psk
+                        runner.boot_seconds or 0.0, pki, servers), psk
     finally:
         shutil.rmtree(files.rundir, ignore_errors=True)
 
@@ -114,12 +119,14 @@ def run(topology_path: str, report_dir: str, kernel: str = "auto",
     started = time.monotonic()
     topology = load_topology(topology_path)
     with executed(topology, kernel, on_progress, psk, provider, pki=pki) as (ex, key):
+        ex.servers.restore_credentials(ex.plan)  # the logins as they crossed the wire, host side
         report = judge_run(topology, ex.plan, ex.results, ex.outdir)
         report.run_id, report.kernel = ex.run_id, ex.kernel
         report.timings = {"guest_boot": round(ex.boot_seconds, 3), **ex.results.get("timings", {})}
         report.artifacts = keep_artifacts(ex.outdir, report_dir, key, ex.pki)
         if ex.pki:  # public: the CA certificate, the machine certificates and the CRL
             report.artifacts.update(ex.pki.write_public(report_dir))
+        ex.servers.scrub(report_dir)  # the probe users' passwords, blanked in captures and logs
     report.timings["total"] = round(time.monotonic() - started, 3)
     return report
 

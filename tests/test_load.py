@@ -393,8 +393,8 @@ BAD = {
     "ike-version": "2: ike.version: must be one of 1, 2 (got 3)",
     "expect-duplicate": "9: expect[1]: duplicate expectation fe -> be tcp/80 (first at line 8)",
     "expect-same-host": "7: expect[0].to: from and to are the same host 'fe'",
-    "expect-result": "11: expect[0].result: must be one of esp, ah, ah+esp, clear, dropped "
-    "(got 'encrypted')",
+    "expect-result": "11: expect[0].result: must be one of esp, ah, ah+esp, clear, dropped, "
+    "refused, tls (got 'encrypted')",
     "ike-encryption": "5: ike.methods[0].encryption: must be one of 3des, des, aes128, aes192, "
     "aes256 (got 'aes128gcm16')",
     "ike-dh-group": "5: ike.methods[1].dh_group: must be one of 1, 2, 5, 14, 15, 16, 19, 20, 21, "

@@ -16,9 +16,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-from lab.guest import capture, charon, failover, firewall, netns, softsa, tamper, traffic, xfrm
+from lab.guest import capture, charon, failover, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 PROGRESS = "@@lab "
 
@@ -32,7 +33,8 @@ def _terminate(signum, frame):
 
 
 class Run:
-    def __init__(self, plan: dict, psk: str, workdir: str, keys: dict | None = None):
+    def __init__(self, plan: dict, psk: str, workdir: str, keys: dict | None = None,
+                 secrets_extra: dict | None = None):
         self.plan, self.psk, self.workdir = plan, psk, workdir
         self.keys = keys or {}  # host -> private key (authentication: certificates); never written
         self.outdir = plan["outdir"]
@@ -40,6 +42,8 @@ class Run:
         self.captures: list[capture.Capture] = []
         self.listeners = traffic.Listeners()
         self.agents: list[softsa.SoftSaAgent] = []
+        self.server_secrets = (secrets_extra or {}).get("servers", {})  # TLS keys, probe passwords
+        self.servers = servers.Servers(workdir, self.server_secrets.get("files"))  # real daemons
         self.docker = None  # lab.guest.containers.DockerHosts when the plan's provider is docker
         if plan.get("provider", "netns") == "docker":
             from lab.guest import containers
@@ -63,6 +67,9 @@ class Run:
             if h.get("firewall"):
                 firewall.apply(h["ns"], h["firewall"])
                 progress("bring-up", f"firewall on {h['name']}: {len(h['firewall']['filters'])} tc filters")
+        started = self.servers.start(hosts)  # real daemons come up while the charons do
+        if started:
+            progress("bring-up", "real servers: " + ", ".join(started))
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
                          for n in self.plan["networks"]]
@@ -89,6 +96,9 @@ class Run:
                 note = f", inbound passthrough on {len(relaxed)} policies" if relaxed else ""
                 progress("bring-up", f"charon on {h['name']}: {len(h['charon']['conns'])} connections loaded{note}")
         self.listeners.start(hosts)
+        if self.servers.pending:  # started in parallel with the charons (lab.guest.servers)
+            self.results["timings"]["real_servers_ready"] = self.servers.wait(deadline)
+            progress("bring-up", f"real servers listening after {self.results['timings']['real_servers_ready']:.2f} s")
         for cap in self.captures:
             cap.wait_ready(deadline)
         self._phase_done("bring_up")
@@ -108,7 +118,7 @@ class Run:
 
     def probe(self) -> None:
         progress("probes", f"{len(self.plan['probes'])} probes, concurrently")
-        outcomes = traffic.run_probes(self.plan)
+        outcomes = self._real_and_lab_probes()
         ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
         for p in self.plan["probes"]:
             if p.get("tamper"):  # one at a time, after the others: the router alters the pair's packets
@@ -122,6 +132,28 @@ class Run:
         self.results["probes"] = self._ordered(outcomes)
         self.results["received"] = received
         self._phase_done("probes")
+
+    def _real_and_lab_probes(self) -> list[dict]:
+        """Lab probes and real clients at once; then the proxied legs from the back-ends' logs."""
+        probes = [p for p in self.plan["probes"] if not p.get("tamper")]
+        real = [p for p in probes if p.get("client")]
+        proxied = [p for p in probes if p.get("proxied")]
+        lab = [p for p in probes if p not in real and p not in proxied]
+        if not real and not proxied:
+            return traffic.run_probes(self.plan)
+        from lab.guest import clients
+        ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
+        got: dict[str, list] = {}
+        t = threading.Thread(target=lambda: got.setdefault("real", clients.run_clients(
+            real, ns_of, self.workdir, self.server_secrets.get("passwords", {}))), daemon=True)
+        t.start()
+        outcomes = traffic.run_probes({**self.plan, "probes": lab})
+        t.join()
+        outcomes += got.get("real", [])
+        by_id = {o["id"]: o for o in outcomes}
+        logs = {p["dst"]: self.servers.log(p["dst"], p["proxied"]["log"]) for p in proxied}
+        markers = {p["id"]: p["marker"] for p in self.plan["probes"]}
+        return outcomes + clients.proxied_outcomes(proxied, by_id, logs, markers)
 
     def _ordered(self, outcomes: list[dict]) -> list[dict]:
         by_id = {o["id"]: o for o in outcomes}
@@ -165,6 +197,7 @@ class Run:
         for agent in self.agents:
             agent.stop()
         self.listeners.stop()
+        self.servers.stop(os.path.join(self.outdir, "logs"))
         for cap in self.captures:
             cap.stop()
         for c in self.charons.values():
@@ -200,7 +233,7 @@ def main(argv: list[str]) -> int:
         secrets = json.load(f)
     os.unlink(secrets_path)  # read once; nothing on disk holds a key after this
     os.makedirs(workdir, exist_ok=True)
-    run = Run(plan, secrets["psk"], workdir, secrets.get("keys"))
+    run = Run(plan, secrets["psk"], workdir, secrets.get("keys"), secrets)
     status = 0
     try:
         run.bring_up()

@@ -24,6 +24,7 @@ from lab.model.errors_text import Doc, Loc, field_name, in_line_order, schema_pr
 from lab.model.firewall import FirewallReader
 from lab.model.flows import kerberos_inside_ipsec
 from lab.model.policies import PolicyReader
+from lab.model.servers import ServerReader
 from lab.model.raw import as_int, as_ipv4, as_list, as_map, as_str, as_subnet, as_text, parse
 from lab.model.services import parse_service
 from lab.model.topology import (
@@ -94,7 +95,7 @@ _AUTH_UNSUPPORTED = {
 }
 
 
-class _Builder(ClusterReader, PolicyReader, FirewallReader):
+class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
     """Checks what the schema cannot (cross-references, addresses) and builds the model.
 
     Works on a file that may have failed the schema: anything of the wrong type is skipped
@@ -107,6 +108,7 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader):
         used = self._hosts(networks, _exemptions(raw.get("exemptions"), 3))
         self.read_clusters(networks, used)
         self.read_firewalls()
+        self.read_servers()
         nat = self.read_nat(networks)
         policies = self.policies(as_map(raw.get("policies")))
         self._check_host_policies()
@@ -238,11 +240,12 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader):
     # expectations
 
     def _expectations(self, raw: list) -> tuple[Expectation, ...]:
+        self.check_real_clients(raw)
         out, seen = [], {}
         for i, spec in enumerate(raw):
             if isinstance(spec, dict) and (exp := self._expectation(("expect", i), spec)):
                 key = (exp.source, exp.destination, exp.service.protocol, exp.service.port,
-                       exp.via, exp.tamper)
+                       exp.via, exp.tamper, exp.proxied_from)
                 if key in seen:
                     how = (f" via {exp.via}" if exp.via != "unicast" else "") + (
                         " with tamper" if exp.tamper else "")
@@ -291,6 +294,8 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader):
             via=via if via in ("broadcast", "multicast") else "unicast",
             tamper=tamper,
             behaviours=tuple(str(b) for b in behaviours if isinstance(b, str)),
+            client="real" if spec.get("client") == "real" else "lab",
+            proxied_from=as_text(spec.get("proxied_from")),
         )
 
     def _check_delivery(self, path: Loc, src: str, dst: str, service: Service, via: str,

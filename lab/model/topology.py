@@ -22,6 +22,8 @@ class Result(str, Enum):
     AH_ESP = "ah+esp"  # delivered, AH around ESP
     CLEAR = "clear"  # delivered, unprotected
     DROPPED = "dropped"  # not delivered
+    REFUSED = "refused"  # a real server answered and refused the request (HTTP 403: SSL required)
+    TLS = "tls"  # delivered without IPsec inside TLS (a real HTTPS client): login never readable
 
     def __str__(self) -> str:
         return self.value
@@ -226,6 +228,15 @@ class Nat:
 
 
 @dataclass(frozen=True)
+class RealServers:
+    """`servers: real` (or a mapping): Debian's daemons answer the host's services instead of the
+    lab's listener: nginx (http, https), dovecot (pop3, imap), krb5kdc (kerberos), slapd (ldap, gc)."""
+
+    proxy_to: str | None = None  # nginx forwards HTTP(S) requests to this host's port 80 (a front-end)
+    ssl_required: bool = False  # plain HTTP answered 403 (IIS "Require SSL", 403.4)
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     role: str
@@ -240,6 +251,7 @@ class Host:
     # IKE). The loader gives hosts without a policy "none".
     certificate: str = "valid"
     firewall: Firewall | None = None  # a packet filter on what this host routes (role firewall)
+    servers: RealServers | None = None  # real daemons behind its services (lab.model.servers)
 
     @property
     def addresses(self) -> tuple[IPv4Address, ...]:
@@ -270,11 +282,14 @@ class Expectation:
     via: str = "unicast"  # "broadcast" | "multicast": sent to the shared network's broadcast / a group
     tamper: bool = False  # the router on the path alters one byte of each protected packet
     behaviours: tuple[str, ...] = ()  # B1..B17 this expectation demonstrates
+    client: str = "lab"  # "real": curl, kinit, ldapsearch, an IMAP/POP3 login instead of the lab's probe
+    proxied_from: str | None = None  # the leg a proxy sends on behalf of that host's real-client request
 
     @property
     def id(self) -> str:
         """Stable, readable id used as the pytest case id and in reports."""
         suffix = "" if self.via == "unicast" else f"@{self.via}"
+        suffix += f"@proxy-of-{self.proxied_from}" if self.proxied_from else ""
         return f"{self.source}->{self.destination}:{self.service.name}{suffix}" + (":tamper" if self.tamper else "")
 
 

@@ -19,6 +19,7 @@ The rules, in order:
 from __future__ import annotations
 
 from lab.compile.strongswan import covers
+from lab.verdicts import realclient
 from lab.verdicts.model import ChildSa, Evidence, SaRef, SegmentCount, Verdict
 from lab.verdicts.wire import Packet, has_readable
 
@@ -189,6 +190,8 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
           firewall=None) -> Verdict:
     """`firewall`: a lab.verdicts.firewall.FirewallJudge, when the topology has firewalls."""
     probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
+    if probe.get("client"):  # a real client may not know its port: read it from the wire
+        probe["sport"] = realclient.client_port(probe, packets)
     covering = covering_sas(rows, probe)
     row = covering[0] if covering else None
     mine = flow_packets(packets, probe, covering)
@@ -215,6 +218,7 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         firewall_passed=firewall.passed(probe) if firewall and delivered else None,
     )
     observed = observe(delivered, mine)
+    observed = realclient.observed(observed, probe, outcome, ev)  # refused, tls (real clients)
     if probe.get("tamper") and observed == "dropped" and not any(
             "Proto" in k or "Error" in k for k in ev.xfrm_errors):
         observed = "dropped-elsewhere"  # not the receiver's integrity check: the test proves nothing
@@ -225,6 +229,8 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
     return Verdict(
         id=expectation.id, source=expectation.source, destination=expectation.destination,
         service=expectation.service.name, expected=expected, observed=observed,
-        reason=reason(observed, ev, probe["timeout"], bool(firewall)), evidence=ev,
+        reason=realclient.reason(reason(observed, ev, probe["timeout"], bool(firewall)), probe, outcome,
+                                 observed),
+        evidence=ev,
         line=expectation.where.line if expectation.where else None,
     )

@@ -239,3 +239,16 @@ def test_esp_in_udp_through_nat_is_attributed_by_the_responders_sa(capture):
     plan, outcome = probe()
     v = judge(plan, outcome, [{"marker": plan["marker"]}], pkts, child_sas(sas), ["internal"], expectation("http", "esp"))
     assert v.observed == "esp" and v.evidence.spis == ("c4000001",)
+
+
+def test_esp_beyond_the_nat_is_attributed_by_the_initiators_sa_translated(capture):
+    sas = {"fe": [{"rule-fe-be-http": {"local-host": FE, "remote-host": BE,
+                                       "child-sas": SAS["fe"][0]["rule-fe-be-http"]["child-sas"]}}]}
+    pkts = capture("internal", [
+        frame(IP(src=FE_OUT, dst=BE) / UDP(sport=4500, dport=4500) / Raw(bytes.fromhex("c02f0cbe") + b"\0\0\0\1" + b"x" * 60), T0 + 1.0)])
+    plan, outcome = probe()
+    plan["nat_aliases"] = {FE: FE_OUT}
+    v = judge(plan, outcome, [{"marker": plan["marker"]}], pkts, child_sas(sas), ["internal"], expectation("http", "esp"))
+    assert v.observed == "esp"
+    plan["nat_aliases"] = {}  # without the NAT's mapping the same packet is nobody's
+    assert judge(plan, outcome, [], pkts, child_sas(sas), ["internal"], expectation("http", "esp")).observed == "unobserved"

@@ -108,6 +108,8 @@ def flow_packets(packets: list[Packet], probe: dict, sas: list[ChildSa]) -> list
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[probe["protocol"]]
     pairs = [{probe["src_address"], probe["dst_address"]}]
     pairs += [{sa.local, sa.peer} for sa in sas if sa.local]
+    nat = probe.get("nat_aliases") or {}  # an SA's endpoints as seen beyond the NAT (B8)
+    pairs += [{nat.get(sa.local, sa.local), nat.get(sa.peer, sa.peer)} for sa in sas if sa.local]
     spis = {spi for sa in sas for spi in (sa.spi_in, sa.spi_out)}
     start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
     out = []
@@ -143,12 +145,14 @@ def _segments(networks: list[str], mine: list[Packet]) -> tuple[SegmentCount, ..
     return tuple(out)
 
 
-def _ike_text(ev: Evidence) -> list[str]:
+def _ike_text(ev: Evidence, dropped: bool = False) -> list[str]:
     out = []
     if ev.soft_sa:
         out.append(ev.soft_sa)
     if ev.ike == "failed" and ev.ike_reasons:
         out.append("IKE failed: " + "; ".join(ev.ike_reasons[:3]))
+    elif dropped and ev.ike_reasons:  # IKE up between the two, but a CHILD_SA for this flow failed
+        out.append("a CHILD_SA failed: " + "; ".join(ev.ike_reasons[:3]))
     return out
 
 
@@ -163,7 +167,7 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
             parts.append("not dropped at a firewall: host policy")
         if ev.xfrm_errors:
             parts.append("receiver XFRM: " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items())))
-        return "; ".join(parts + _ike_text(ev))
+        return "; ".join(parts + _ike_text(ev, dropped=True))
     parts = [f"delivered in {ev.seconds:.2f} s"]
     if ev.clear_packets and observed != "clear" and ev.clear_handshake:
         parts.append(f"{ev.clear_handshake} handshake packets accepted in clear before IPsec (inbound passthrough)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 # What charon logs when a negotiation fails, most telling first.
 FAILURES = [
+    # the kernel refused the negotiated SA (AH with UDP encapsulation behind a NAT, B8)
+    r"unable to add SAD entry with SPI \w+ \(FAILED\)",
     # certificates (authentication: certificates): the responder's view, then the initiator's
     r"certificate was revoked on .*",
     r"certificate status is not available",

@@ -147,3 +147,17 @@ def test_report_keeps_public_certificates_and_scrubs_keys(tmp_path, pki):
             data = f.read_bytes()
             assert b"PRIVATE KEY" not in data, f
             assert not any(m in data for m in pki.secret_material()), f
+
+
+def test_loader_certificate_value_and_psk_default(tmp_path):
+    from lab.errors import TopologyError
+    text = PUBLISH.read_text().replace("certificate: revoked ", "certificate: expired ")
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as err:
+        load_topology(path)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "certificate: expired" in t)
+    assert err.value.problems[0] == (f"{path}:{line}: hosts.stolen.certificate: must be one of "
+                                     "valid, revoked, none (got 'expired')")
+    topo = load_topology(PSK)  # psk: hosts with a policy still read valid; nothing is made
+    assert topo.host("fe").certificate == "valid" and topo.host("legacy").certificate == "none"

@@ -161,3 +161,26 @@ def test_loader_certificate_value_and_psk_default(tmp_path):
                                      "valid, revoked, none (got 'expired')")
     topo = load_topology(PSK)  # psk: hosts with a policy still read valid; nothing is made
     assert topo.host("fe").certificate == "valid" and topo.host("legacy").certificate == "none"
+
+
+def test_certificate_failure_reasons_from_charon_logs():
+    from lab.verdicts.ike import failure_reasons
+    responder = """\
+13:45:35 10[NET] <1> received packet: from 10.10.1.10[500] to 10.10.2.20[500] (464 bytes)
+13:45:35 09[CFG] <respond|1> certificate was revoked on Nov 27 12:45:33 UTC 2026, reason: key compromise
+13:45:35 09[IKE] <respond|1> no trusted ECDSA public key found for 'CN=fe'
+13:45:35 11[NET] <2> received packet: from 10.10.9.9[500] to 10.10.2.20[500] (464 bytes)
+13:45:35 12[IKE] <respond|2> no trusted ECDSA public key found for 'CN=other'
+"""
+    # the IKE_SA's tag changes once a config is chosen; it stays tied to the peer that started it
+    assert failure_reasons(responder, "10.10.1.10") == [
+        "certificate was revoked on Nov 27 12:45:33 UTC 2026, reason: key compromise",
+        "no trusted ECDSA public key found for 'CN=fe'"]
+    initiator = """\
+13:55:06 15[IKE] <rule-x|1> initiating Main Mode IKE_SA rule-x[1] to 10.10.2.20
+13:55:06 07[IKE] <rule-x|1> received AUTHENTICATION_FAILED error notify
+13:55:07 08[IKE] <rule-y|2> initiating IKE_SA rule-y[2] to 10.10.2.30
+13:55:07 08[IKE] <rule-y|2> no private key found for 'CN=nocert'
+"""
+    assert failure_reasons(initiator, "10.10.2.20") == ["received AUTHENTICATION_FAILED error notify"]
+    assert failure_reasons(initiator, "10.10.2.30") == ["no private key found for 'CN=nocert'"]

@@ -28,7 +28,7 @@ FAILURES = [
     r"received TS_UNACCEPTABLE notify.*",
     r"no acceptable traffic selectors found",
     r"traffic selectors .* unacceptable",
-    r"received AUTHENTICATION_FAILED notify.*",
+    r"received AUTHENTICATION_FAILED (?:error )?notify.*",  # IKEv1 says "error notify"
     r"tried \d+ shared keys? for .* but MAC mismatched",
     r"no matching peer config found",
     r"received INVALID_KE_PAYLOAD notify.*",

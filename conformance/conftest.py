@@ -36,6 +36,7 @@ class LabRuns:
         self.psk: dict[str, str] = {}
         self.pki: dict[str, object] = {}  # the lab CA of each certificates topology (its keys)
         self.output: dict[str, list[str]] = {}
+        self.failovers: dict[str, list] = {}  # topology path -> FailoverResults, for the index
 
     def get(self, path: str):
         if path not in self.reports:
@@ -108,11 +109,37 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("topology_path", paths, ids=[Path(p).stem for p in paths])
 
 
+def write_conformance_index(runs: LabRuns) -> str | None:
+    """reports/conformance/index.html: every topology's result, linking its own report."""
+    from lab.report.index import write_index
+
+    rows = []
+    for path, result in runs.reports.items():
+        stem = Path(path).stem
+        if isinstance(result, Exception):
+            rows.append({"name": stem, "description": "", "held": 0, "total": 0, "ok": False, "kind": "verify",
+                         "link": f"{stem}/report.html", "failed": [f"the lab could not run: {result}"]})
+            continue
+        held = sum(v.ok for v in result.verdicts)
+        rows.append({"name": result.topology, "description": result.description, "held": held,
+                     "total": len(result.verdicts), "ok": result.ok, "kind": "verify", "link": f"{stem}/report.html",
+                     "failed": [f"{v.id}: expected {v.expected}, observed {v.observed}" for v in result.failed]})
+    for path, results in runs.failovers.items():
+        stem = Path(path).stem
+        rows.append({"name": stem, "description": "; ".join(f"{r.name}: outage {r.outage:.2f} s" if r.outage
+                                                             else f"{r.name}: no recovery" for r in results),
+                     "held": sum(r.ok for r in results), "total": len(results), "ok": all(r.ok for r in results),
+                     "kind": "failover", "link": f"{stem}/failover/failover.html",
+                     "failed": [f"{r.name}: {r.reason}" for r in results if not r.ok]})
+    return write_index(rows, str(REPORTS / "index.html")) if rows else None
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Show each topology's verdicts the way `lab verify` does, under pytest's own summary."""
     runs = getattr(config, "_lab_runs", None)
     if not runs:
         return
+    index = write_conformance_index(runs)
     from rich.console import Console
 
     from lab.report.table import print_sas, print_summary, print_verdicts
@@ -126,6 +153,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         print_sas(result, console)
         print_summary(result, console)
         console.print(f"report: {REPORTS / Path(path).stem / 'report.html'}", highlight=False)
+    if index:
+        console.print(f"all reports: {index}", highlight=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,22 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from conftest import REPORTS
+
 from lab import runner
 from lab.report.failover import write_failover
 
-_results: dict[str, list] = {}
-
-
-def test_failover(failover_case):
+def test_failover(failover_case, lab_runs):
     __tracebackhide__ = True
     path, name = failover_case
     stem = Path(path).stem
     result = runner.run_failover(path, name, str(REPORTS / stem / "failover" / name))
-    _results.setdefault(stem, []).append(result)
-    write_failover(_results[stem], str(REPORTS / stem / "failover"), stem)
+    results = lab_runs.failovers.setdefault(path, [])
+    results.append(result)
+    write_failover(results, str(REPORTS / stem / "failover"), stem)
     assert result.ok, f"{path}:{result.line}: failover {name}: {result.reason}"
     if result.mode == "crash":
         assert result.stale_sa_packets > 0, "a crash must leave the client sending into the stale SA for a while"

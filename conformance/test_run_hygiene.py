@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab import cleanup
 from conftest import REPORTS
+
+from lab import cleanup
 
 
 def test_sas_listed_for_protected_flows(topology_path, lab_runs):

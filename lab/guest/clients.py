@@ -15,25 +15,15 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import threading
 import time
 
 from lab.guest.netns import inside
+from lab.guest.traffic import in_parallel
 
 
 def run_clients(probes: list[dict], ns_of: dict[str, str], workdir: str, passwords: dict[str, str]) -> list[dict]:
-    results: dict[str, dict] = {}
-
-    def worker(p):
-        results[p["id"]] = run_client(p, ns_of[p["src"]], os.path.join(workdir, "clients", p["id"]),
-                                      passwords.get(p["id"], ""))
-
-    threads = [threading.Thread(target=worker, args=(p,), daemon=True) for p in probes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return [results[p["id"]] for p in probes]
+    return in_parallel(probes, lambda p: run_client(p, ns_of[p["src"]], os.path.join(workdir, "clients", p["id"]),
+                                                    passwords.get(p["id"], "")))
 
 
 def _write(path: str, text: str) -> None:

@@ -211,17 +211,22 @@ def _one_way(s: socket.socket, dst, payload: bytes, via: str, src_address: str) 
         time.sleep(0.3)
 
 
-def run_probes(plan: dict) -> list[dict]:
-    ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
+def in_parallel(probes: list[dict], run) -> list[dict]:
+    """Run `run(probe)` for every probe at once, each in its own thread; results in probe order."""
     results: dict[str, dict] = {}
 
     def worker(p):
-        results[p["id"]] = run_probe(p, ns_of[p["src"]])
+        results[p["id"]] = run(p)
 
-    probes = [p for p in plan["probes"] if not p.get("tamper")]
     threads = [threading.Thread(target=worker, args=(p,), daemon=True) for p in probes]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return [results[p["id"]] for p in probes]
+
+
+def run_probes(plan: dict) -> list[dict]:
+    ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
+    probes = [p for p in plan["probes"] if not p.get("tamper")]
+    return in_parallel(probes, lambda p: run_probe(p, ns_of[p["src"]]))

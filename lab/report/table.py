@@ -48,6 +48,27 @@ def _by_segment(segments: tuple[SegmentCount, ...], kind: str) -> str:
     return ", ".join(f"{s.network} {getattr(s, kind)}" for s in segments if getattr(s, kind))
 
 
+def dropped_why(ev: Evidence) -> str:
+    """The shortest honest answer to 'where did it die?' for the table."""
+    if ev.dropped_by:
+        return ev.dropped_by.split(":")[0]  # "dropped at firewall fw"
+    if ev.xfrm_errors:
+        return "receiver XFRM " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items()))
+    if ev.ike_reasons:
+        reason = min(ev.ike_reasons, key=_telling)
+        return "IKE: " + (reason if len(reason) <= 60 else reason[:57] + "...")
+    return ""
+
+
+# The cause before its symptoms: a revoked certificate explains an AUTHENTICATION_FAILED.
+_CAUSES = ("revoked", "no trusted", "no private key", "no acceptable", "NO_PROPOSAL", "TS_UNACCEPTABLE",
+           "traffic selectors", "AUTHENTICATION_FAILED", "MAC mismatched", "no matching peer", "retransmits")
+
+
+def _telling(reason: str) -> int:
+    return next((i for i, key in enumerate(_CAUSES) if key in reason), len(_CAUSES))
+
+
 def short_evidence(ev: Evidence) -> str:
     """One line: "6 ESP (dmz 3, internal 3), SPI c02f0cbe/ca17170d, 0 clear"."""
     parts = []
@@ -69,6 +90,9 @@ def short_evidence(ev: Evidence) -> str:
         parts.append(" and ".join(readable) + " readable")
     if not ev.delivered:
         parts.append(f"no answer after {ev.seconds:.1f} s")
+        why = dropped_why(ev)
+        if why:
+            parts.append(why)
     elif not parts:
         parts.append(f"answered in {ev.seconds:.1f} s, nothing seen on the wire")
     return ", ".join(parts)

@@ -186,7 +186,9 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
         parts.append("fake credential readable")
     if observed == "unobserved":
         parts.append("no packet of this flow was captured")
-    return "; ".join(parts + _ike_text(ev))
+    # A delivered flow: the pair's IKE failures, if any, concerned other flows; only a fallback
+    # to clear explains something about this one.
+    return "; ".join(parts + ([ev.soft_sa] if ev.soft_sa else []))
 
 
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],

@@ -221,7 +221,7 @@ def test_write_all(report, tmp_path):
     assert report.artifacts == {"dmz capture": "captures/dmz.pcap", "charon fe": "logs/charon-fe.log"}
 
 
-def _dropped(**kw):
+def _dropped_evidence(**kw):
     from lab.verdicts.model import Evidence
     base = dict(flow="tcp a:1 -> b:80", delivered=False, received_by_server=False, error="timed out", seconds=10.0,
                 segments=(), spis=(), sa=None, marker_in_clear=False, credential_in_clear=False)
@@ -230,10 +230,10 @@ def _dropped(**kw):
 
 def test_the_table_says_where_a_flow_died():
     from lab.report.table import dropped_why
-    assert dropped_why(_dropped(dropped_by="dropped at firewall fw: 7 packets ...")) == "dropped at firewall fw"
-    assert dropped_why(_dropped(xfrm_errors={"XfrmInStateProtoError": 3})) == "receiver XFRM XfrmInStateProtoError +3"
+    assert dropped_why(_dropped_evidence(dropped_by="dropped at firewall fw: 7 packets ...")) == "dropped at firewall fw"
+    assert dropped_why(_dropped_evidence(xfrm_errors={"XfrmInStateProtoError": 3})) == "receiver XFRM XfrmInStateProtoError +3"
     # the cause, not its symptom
-    why = dropped_why(_dropped(ike="failed", ike_reasons=("fe: received AUTHENTICATION_FAILED notify error",
+    why = dropped_why(_dropped_evidence(ike="failed", ike_reasons=("fe: received AUTHENTICATION_FAILED notify error",
                                                             "be: certificate was revoked on Nov 27")))
     assert why == "IKE: be: certificate was revoked on Nov 27"
-    assert dropped_why(_dropped()) == ""
+    assert dropped_why(_dropped_evidence()) == ""

@@ -37,6 +37,7 @@ class LabRuns:
         self.pki: dict[str, object] = {}  # the lab CA of each certificates topology (its keys)
         self.output: dict[str, list[str]] = {}
         self.failovers: dict[str, list] = {}  # topology path -> FailoverResults, for the index
+        self.server_secrets: dict[str, list[bytes]] = {}  # real servers' passwords, per topology
 
     def get(self, path: str):
         if path not in self.reports:
@@ -50,7 +51,8 @@ class LabRuns:
                 result = runner.run(path, str(report_dir), kernel=os.environ.get("LAB_KERNEL", "auto"),
                                     on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
                                     psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"),
-                                    pki=self.pki.get(path))
+                                    pki=self.pki.get(path),
+                                    secret_sink=self.server_secrets.setdefault(path, []))
             except Exception as exc:  # noqa: BLE001  every case of this topology fails with the same reason
                 result = exc
             else:

@@ -50,6 +50,10 @@ def test_no_secret_in_report(topology_path, lab_runs):
         assert not any(m in data for m in material), f"a host's private key appears in {p}"
     output = "\n".join(lab_runs.output[topology_path]).encode()
     assert b"PRIVATE KEY" not in output and not any(m in output for m in material if m.isascii())
+    # The real servers' login passwords (fresh per run): blanked in captures and logs.
+    for secret in lab_runs.server_secrets.get(topology_path, []):
+        assert not any(secret in p.read_bytes() for p in files), "a real server's password appears in the report"
+        assert secret not in output
     if pki:  # the public parts are kept: the CA, every machine certificate and the CRL
         assert {"ca.pem", "crl.pem", *(f"{h}.pem" for h in pki.certs)} <= {p.name for p in (folder / "certs").iterdir()}
     assert report.run_id

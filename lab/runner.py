@@ -113,13 +113,15 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
 
 def run(topology_path: str, report_dir: str, kernel: str = "auto",
         on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns",
-        pki: LabPki | None = None) -> RunReport:
-    """Run one topology and judge its expectations. `psk` and `pki` are for tests that check
-    the keys never leak."""
+        pki: LabPki | None = None, secret_sink: list[bytes] | None = None) -> RunReport:
+    """Run one topology and judge its expectations. `psk`, `pki` and `secret_sink` (which
+    receives the servers' generated passwords) are for tests that check secrets never leak."""
     started = time.monotonic()
     topology = load_topology(topology_path)
     with executed(topology, kernel, on_progress, psk, provider, pki=pki) as (ex, key):
         ex.servers.restore_credentials(ex.plan)  # the logins as they crossed the wire, host side
+        if secret_sink is not None:
+            secret_sink.extend(ex.servers.secrets())
         report = judge_run(topology, ex.plan, ex.results, ex.outdir)
         report.run_id, report.kernel = ex.run_id, ex.kernel
         report.timings = {"guest_boot": round(ex.boot_seconds, 3), **ex.results.get("timings", {})}

@@ -118,6 +118,15 @@ class RunServers:
             out += [f.encode() for f in forms]
         return out
 
+    def secrets(self) -> list[bytes]:
+        """What must never appear in a report: the passwords, key files, and every wire form
+        derived from a password (not a bare user name: Kerberos puts only the principal on
+        the wire, and that is the probe's public marker)."""
+        out = [v.encode() for v in self.passwords.values()] + [v.encode() for v in self.files.values()]
+        for pid, forms in self.wire.items():
+            out += [f.encode() for f in forms if not f.startswith("LABPROBE-")]
+        return out
+
     def restore_credentials(self, plan: dict) -> None:
         """The classifier looks for the login as it crossed the wire: put it back, host side only."""
         for p in plan["probes"]:

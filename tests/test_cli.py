@@ -68,3 +68,14 @@ def test_help_explains_the_verbs(capsys):
     out = capsys.readouterr().out
     for verb in ("verify", "validate", "compile", "cleanup", "doctor"):
         assert verb in out
+
+
+def test_a_missing_tool_is_one_line_and_exit_2(monkeypatch, capsys):
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "tcpdump" else real_which(name, *a, **kw))
+    code, _, err = run(capsys, "doctor")
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "tcpdump is not installed" in err and "make setup" in err

@@ -286,13 +286,17 @@ def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
 
 def charon_settings(topology: Topology, host: Host) -> dict[str, str]:
     """strongswan.conf values for this host's daemon. Retransmissions are per daemon: a host
-    whose policy uses Windows timers spends its renegotiation budget in five equal tries."""
+    whose policy uses Windows timers keeps retrying every second (at most) until its
+    renegotiation budget is spent, as Windows gives a Main Mode up to a minute but retries
+    within seconds (a 12 s interval made a planned move wait 12 s for its second attempt)."""
     if not host.policy:
         return {}
     t = topology.policy(host.policy).timers
     if t.name == "fast":
         return {}
-    return {"retransmit_timeout": f"{t.renegotiate_seconds / 5:.3f}", "retransmit_tries": "4"}
+    interval = min(1.0, t.renegotiate_seconds / 5)
+    tries = max(round(t.renegotiate_seconds / interval) - 1, 1)
+    return {"retransmit_timeout": f"{interval:.3f}", "retransmit_tries": str(tries)}
 
 
 def runtime_hints(topology: Topology, host: Host) -> dict:

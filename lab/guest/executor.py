@@ -126,10 +126,13 @@ class Run:
                 outcomes.append(tamper.run_tampered(p, ns_of[p["src"]]))
         time.sleep(0.3)  # let the last frames reach the captures before they stop
         received = list(self.listeners.received)
-        for p, o in zip([p for p in self.plan["probes"]], self._ordered(outcomes)):
-            if p.get("via", "unicast") != "unicast":  # one-way: delivered = the target's listener got it
-                o["delivered"] = any(r["marker"] == p["marker"] and r["host"] == p["dst"] for r in received)
-        self.results["probes"] = self._ordered(outcomes)
+        by_id = {o["id"]: o for o in outcomes}
+        for p in self.plan["probes"]:
+            if p["id"] in by_id and p.get("via", "unicast") != "unicast":
+                # one-way: delivered = the target's listener got it
+                by_id[p["id"]]["delivered"] = any(r["marker"] == p["marker"] and r["host"] == p["dst"]
+                                                  for r in received)
+        self.results["probes"] = [by_id[p["id"]] for p in self.plan["probes"] if p["id"] in by_id]
         self.results["received"] = received
         self._phase_done("probes")
 
@@ -154,10 +157,6 @@ class Run:
         logs = {p["dst"]: self.servers.log(p["dst"], p["proxied"]["log"]) for p in proxied}
         markers = {p["id"]: p["marker"] for p in self.plan["probes"]}
         return outcomes + clients.proxied_outcomes(proxied, by_id, logs, markers)
-
-    def _ordered(self, outcomes: list[dict]) -> list[dict]:
-        by_id = {o["id"]: o for o in outcomes}
-        return [by_id[p["id"]] for p in self.plan["probes"] if p["id"] in by_id]
 
     def collect(self) -> None:
         progress("collect", "SAs, policies and XFRM state from every IPsec host")

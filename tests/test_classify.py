@@ -252,3 +252,12 @@ def test_esp_beyond_the_nat_is_attributed_by_the_initiators_sa_translated(captur
     assert v.observed == "esp"
     plan["nat_aliases"] = {}  # without the NAT's mapping the same packet is nobody's
     assert judge(plan, outcome, [], pkts, child_sas(sas), ["internal"], expectation("http", "esp")).observed == "unobserved"
+
+
+def test_bulk_probe_throughput_is_measured_from_connect_to_answer(capture):
+    plan, outcome = probe()
+    outcome.update(bulk_bytes=2 * 1024 * 1024, bulk_started=T0 + 0.5, t_reply=T0 + 2.5)
+    pkts = capture("dmz", [frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0)])
+    v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
+    assert v.evidence.throughput_mbps == round(2 * 1024 * 1024 * 8 / 2.0 / 1e6, 2)
+    assert "2048 KiB at" in v.reason

@@ -131,3 +131,20 @@ def test_payload_looks_like_the_service_and_carries_a_fake_login(service, first)
     text, wire = payload(service, "LABPROBE-p1-x", "fake-123")
     assert text.startswith(first)
     assert wire in text
+
+
+def test_bulk_expectations_carry_bytes_and_a_longer_timeout(tmp_path):
+    topo = load_topology(ROOT / "topologies" / "ipsec-cost.yaml")
+    probes = build_plan(topo, "abc123", "/x")["probes"]
+    assert all(p["bulk"] == 2048 * 1024 for p in probes)
+    assert all(p["timeout"] > 10 for p in probes)
+
+
+def test_bulk_needs_a_tcp_service(tmp_path):
+    from lab.errors import TopologyError
+    bad = tmp_path / "bulk.yaml"
+    bad.write_text(DEFAULT.read_text().replace("{from: fe, to: dc, service: kerberos, result: clear}",
+                                               "{from: fe, to: dc, service: kerberos, bulk: 64, result: clear}"))
+    with pytest.raises(TopologyError) as err:
+        load_topology(bad)
+    assert "expect[4].bulk: bulk needs a tcp service" in str(err.value)

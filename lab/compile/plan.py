@@ -147,7 +147,8 @@ def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[st
         "marker": marker,
         "payload": text,
         "credential_on_wire": on_wire,
-        "timeout": TAMPER_TIMEOUT if exp.tamper else PROBE_TIMEOUT,
+        "timeout": TAMPER_TIMEOUT if exp.tamper else PROBE_TIMEOUT + exp.bulk_kilobytes / 64,
+        "bulk": exp.bulk_kilobytes * 1024,  # B16: bytes sent after the payload, timed
         "nat_aliases": nat_aliases(topology),  # the classifier's second name for NATed addresses
     }
 

@@ -124,6 +124,10 @@ class Run:
             if p.get("tamper"):  # one at a time, after the others: the router alters the pair's packets
                 progress("probes", f"tamper: {p['tamper']['router']} alters {p['src']}->{p['dst']} {p['service']} in flight")
                 outcomes.append(tamper.run_tampered(p, ns_of[p["src"]]))
+        for p in self.plan["probes"]:
+            if p.get("bulk") and not p.get("tamper"):  # one at a time: concurrent transfers share one CPU
+                progress("probes", f"bulk: {p['bulk'] // 1024} KiB {p['src']}->{p['dst']} {p['service']}")
+                outcomes.append(traffic.run_probe(p, ns_of[p["src"]]))
         time.sleep(0.3)  # let the last frames reach the captures before they stop
         received = list(self.listeners.received)
         by_id = {o["id"]: o for o in outcomes}

@@ -15,6 +15,8 @@ import time
 from lab.guest.netns import inside
 
 REPLY = b"LABOK "
+HEAD = 4096  # bytes of a TCP probe's payload a listener keeps: the marker and the login are there
+BULK_CHUNK = bytes(range(256)) * 256  # 64 KiB of filler for bulk probes
 
 
 class Listeners:
@@ -68,11 +70,15 @@ class Listeners:
     def _handle_tcp(self, host: str, svc: dict, conn: socket.socket, peer) -> None:
         with conn:
             conn.settimeout(5)
-            data = b""
+            head, total = b"", 0
             try:
-                while chunk := conn.recv(4096):  # the probe half-closes after its payload
-                    data += chunk
-                answer = self._record(host, svc, peer, data)
+                # The probe half-closes after its payload. Keep the start (where the marker is)
+                # and count the rest: a bulk probe (B16) sends megabytes.
+                while chunk := conn.recv(65536):
+                    if len(head) < HEAD:
+                        head += chunk[:HEAD - len(head)]
+                    total += len(chunk)
+                answer = self._record(host, svc, peer, head)
                 if answer:
                     conn.sendall(answer)
             except OSError:
@@ -131,7 +137,7 @@ def run_probe(probe: dict, ns: str) -> dict:
             _one_way(s, dst, payload, probe["via"], probe["src_address"])
             return result
         if probe["protocol"] == "tcp":
-            answer = _tcp_exchange(s, dst, payload, deadline)
+            answer = _tcp_exchange(s, dst, payload, deadline, probe.get("bulk", 0), result)
         elif probe["protocol"] == "icmp":
             answer = _icmp_exchange(s, probe["dst_address"], payload, deadline)
         else:
@@ -157,11 +163,21 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-def _tcp_exchange(s: socket.socket, dst, payload: bytes, deadline: float) -> bytes:
+def _tcp_exchange(s: socket.socket, dst, payload: bytes, deadline: float, bulk: int = 0,
+                  result: dict | None = None) -> bytes:
     s.settimeout(_remaining(deadline))
     s.connect(dst)  # the kernel retries the SYN (1 s, 3 s) while IKE brings up a trapped SA
+    started = time.time()  # bulk timing starts once connected: IKE is not part of the cost
     s.sendall(payload)
+    left = bulk
+    while left > 0:  # B16: the data whose transfer time measures the protection's cost
+        s.settimeout(_remaining(deadline))
+        chunk = BULK_CHUNK[:min(left, len(BULK_CHUNK))]
+        s.sendall(chunk)
+        left -= len(chunk)
     s.shutdown(socket.SHUT_WR)
+    if bulk and result is not None:
+        result["bulk_bytes"], result["bulk_started"] = bulk, started
     data = b""
     while True:
         s.settimeout(_remaining(deadline))
@@ -228,5 +244,6 @@ def in_parallel(probes: list[dict], run) -> list[dict]:
 
 def run_probes(plan: dict) -> list[dict]:
     ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
-    probes = [p for p in plan["probes"] if not p.get("tamper")]
+    # Tampered and bulk probes run alone, after these (lab.guest.executor).
+    probes = [p for p in plan["probes"] if not p.get("tamper") and not p.get("bulk")]
     return in_parallel(probes, lambda p: run_probe(p, ns_of[p["src"]]))

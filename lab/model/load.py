@@ -245,7 +245,7 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
         for i, spec in enumerate(raw):
             if isinstance(spec, dict) and (exp := self._expectation(("expect", i), spec)):
                 key = (exp.source, exp.destination, exp.service.protocol, exp.service.port,
-                       exp.via, exp.tamper, exp.proxied_from)
+                       exp.via, exp.tamper, exp.proxied_from, exp.bulk_kilobytes)
                 if key in seen:
                     how = (f" via {exp.via}" if exp.via != "unicast" else "") + (
                         " with tamper" if exp.tamper else "")
@@ -282,6 +282,9 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
         result = parse(Result, spec.get("result"))
         via = str(spec.get("via", "unicast"))
         tamper = spec.get("tamper") is True
+        bulk = spec.get("bulk") if isinstance(spec.get("bulk"), int) and not isinstance(spec.get("bulk"), bool) else 0
+        if bulk and service and service.protocol != "tcp":
+            self.error(path + ("bulk",), f"bulk needs a tcp service (got {service.name!r})")
         if ok and service:
             self._check_delivery(path, str(ends[0]), str(ends[1]), service, via, tamper)
         if not ok or service is None or result is None:
@@ -296,6 +299,7 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
             behaviours=tuple(str(b) for b in behaviours if isinstance(b, str)),
             client="real" if spec.get("client") == "real" else "lab",
             proxied_from=as_text(spec.get("proxied_from")),
+            bulk_kilobytes=bulk,
         )
 
     def _check_delivery(self, path: Loc, src: str, dst: str, service: Service, via: str,

@@ -282,6 +282,7 @@ class Expectation:
     via: str = "unicast"  # "broadcast" | "multicast": sent to the shared network's broadcast / a group
     tamper: bool = False  # the router on the path alters one byte of each protected packet
     behaviours: tuple[str, ...] = ()  # B1..B17 this expectation demonstrates
+    bulk_kilobytes: int = 0  # B16: send this much data and measure the throughput (tcp only)
     client: str = "lab"  # "real": curl, kinit, ldapsearch, an IMAP/POP3 login instead of the lab's probe
     proxied_from: str | None = None  # the leg a proxy sends on behalf of that host's real-client request
 

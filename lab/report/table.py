@@ -84,6 +84,8 @@ def short_evidence(ev: Evidence) -> str:
             parts.append(f"{handshake} clear handshake (inbound passthrough)")
         else:
             parts.append(f"{ev.clear_packets} clear")
+    if ev.throughput_mbps is not None:
+        parts.insert(0, f"{ev.throughput_mbps:g} Mbit/s")
     readable = [name for name, flag in (("marker", ev.marker_in_clear),
                                         ("credential", ev.credential_in_clear)) if flag]
     if readable:

@@ -169,6 +169,8 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
             parts.append("receiver XFRM: " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items())))
         return "; ".join(parts + _ike_text(ev, dropped=True))
     parts = [f"delivered in {ev.seconds:.2f} s"]
+    if ev.throughput_mbps is not None:
+        parts.append(f"{ev.bulk_bytes // 1024} KiB at {ev.throughput_mbps:g} Mbit/s")
     if ev.clear_packets and observed != "clear" and ev.clear_handshake:
         parts.append(f"{ev.clear_handshake} handshake packets accepted in clear before IPsec (inbound passthrough)")
     elif ev.clear_packets:
@@ -189,6 +191,14 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
     # A delivered flow: the pair's IKE failures, if any, concerned other flows; only a fallback
     # to clear explains something about this one.
     return "; ".join(parts + ([ev.soft_sa] if ev.soft_sa else []))
+
+
+def _throughput(outcome: dict) -> float | None:
+    """Mbit/s of a delivered bulk probe, from connect to the listener's answer (B16)."""
+    if not outcome.get("bulk_bytes") or not outcome.get("delivered") or not outcome.get("t_reply"):
+        return None
+    seconds = outcome["t_reply"] - outcome["bulk_started"]
+    return round(outcome["bulk_bytes"] * 8 / seconds / 1e6, 2) if seconds > 0 else None
 
 
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
@@ -220,6 +230,8 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         soft_sa=soft_sa,
         clear_handshake=sum(1 for p in mine if p.kind == "clear" and not p.payload),
         xfrm_errors=outcome.get("xfrm_errors", {}),
+        bulk_bytes=outcome.get("bulk_bytes", 0),
+        throughput_mbps=_throughput(outcome),
         dropped_by=firewall.where_dropped(probe, packets) if firewall and not delivered else None,
         firewall_passed=firewall.passed(probe) if firewall and delivered else None,
     )

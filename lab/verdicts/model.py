@@ -51,6 +51,8 @@ class Evidence:
     soft_sa: str | None = None  # "fe fell back to clear for 10.10.2.20 after 3.0 s of IKE silence"
     clear_handshake: int = 0  # payload-less packets accepted in clear before IPsec took over
     xfrm_errors: dict = field(default_factory=dict)  # receiver's XFRM counter increases (tamper)
+    bulk_bytes: int = 0  # B16: data sent after the marker, timed from connect to answer
+    throughput_mbps: float | None = None
     dropped_by: str | None = None  # "dropped at firewall fw: ... filter 'default drop' counted 14"
     firewall_passed: str | None = None  # a delivered flow's allow filters and their counters
 

@@ -10,12 +10,12 @@ usage: bench/bench_failover.py [TOPOLOGY ...] [--runs N] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
+
+from results_file import write_results
 
 from lab import runner
 from lab.model.load import load_topology
@@ -48,9 +48,7 @@ def main() -> int:
                 print(f"{f.name} run {i + 1}/{args.runs}: outage {r.outage}, new SA {r.new_sa_after}", file=sys.stderr)
             figures[f"{Path(path).stem}:{f.name}"] = {"profile": r.profile, "mode": f.mode, "outage": spread(outages),
                                                       "new_sa_after": spread(new_sas), "samples": outages}
-    doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": args.runs, "figures": figures}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1))
+    write_results(args.out, {"runs": args.runs, "figures": figures})
     print(f"{'scenario':<55}{'outage median':>14}{'min':>7}{'max':>7}{'spread':>8}")
     for name, fig in figures.items():
         o = fig["outage"]

@@ -11,12 +11,11 @@ usage: bench/bench_ipsec_cost.py [TOPOLOGY] [--runs N] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
-from pathlib import Path
+
+from results_file import write_results
 
 from lab import runner
 
@@ -45,10 +44,7 @@ def main() -> int:
         med = statistics.median(s)
         rows[flow] = {"protection": observed[flow], "median_mbps": round(med, 1), "min": min(s), "max": max(s),
                       "of_clear": round(med / base, 3) if base else None, "samples": s}
-    doc = {"topology": args.topology, "runs": args.runs,
-           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "flows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1))
+    write_results(args.out, {"topology": args.topology, "runs": args.runs, "flows": rows})
     print(f"{'flow':<22}{'protection':<11}{'median Mbit/s':>14}{'min':>9}{'max':>9}{'of clear':>10}")
     for flow, r in rows.items():
         print(f"{flow:<22}{r['protection']:<11}{r['median_mbps']:>14}{r['min']:>9}{r['max']:>9}{r['of_clear']:>10}")

@@ -18,7 +18,7 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import images, runner
@@ -63,7 +63,7 @@ def main() -> int:
     summary["docker"]["docker"] = {k: median([r["docker"].get(k) for r in runs["docker"]]) for k in DOCKER}
     img = images.find()
     doc = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(),
         "topology": args.topology, "runs": args.runs, "medians": summary, "all": runs,
         "image": {k: img.meta.get(k) for k in ("tag", "size", "build_seconds")} if img else None,
     }

@@ -10,14 +10,12 @@ usage: bench/bench_verify.py [TOPOLOGY] [--runs N] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+
+from results_file import write_results
 
 from lab import runner
 
@@ -53,11 +51,7 @@ def main() -> int:
         values = [s.get(phase, 0.0) for s in samples]
         summary[phase] = {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
                           "max": round(max(values), 3)}
-    doc = {"topology": args.topology, "runs": args.runs, "machine": platform.node(),
-           "kernel": platform.release(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "summary": summary, "samples": samples}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1))
+    write_results(args.out, {"topology": args.topology, "runs": args.runs, "summary": summary, "samples": samples})
     print(f"{'phase':<18}{'median':>8}{'min':>8}{'max':>8}")
     for phase, s in summary.items():
         print(f"{phase:<18}{s['median']:>8.2f}{s['min']:>8.2f}{s['max']:>8.2f}")

@@ -85,11 +85,6 @@ def _pem(obj) -> str:
     return obj.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def subject_dn(host: str) -> str:
-    """The identity a host's certificate carries, in strongSwan's notation."""
-    return f"CN={host}"
-
-
 def build_pki(topology, now: _dt.datetime | None = None) -> LabPki:
     """A CA for this topology and a certificate for every IPsec host whose `certificate` is
     valid or revoked; the CRL lists the revoked ones."""

@@ -28,6 +28,12 @@ from lab.compile.proposals import (DEFAULT_AH, DEFAULT_ESP, WINDOWS_RESPONSE_AH,
                                    child_lifetimes, child_proposals, ike_proposals)
 from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Topology
 
+def certificate_id(host: str) -> str:
+    """The identity a host's machine certificate carries (lab.pki: subject CN = host name),
+    in strongSwan's notation."""
+    return f"CN={host}"
+
+
 SHUNT_CONN = "shunts"  # never selected by a real peer: its remote is 127.0.0.1
 RESPOND_CONN = "respond"
 
@@ -161,8 +167,8 @@ def authentication(topology: Topology, host: Host, local_id: str | None, remote_
         return {"local-1": local, "remote-1": {"auth": "psk", "id": remote_id}}
     return {
         "send_cert": "always",  # the peer has only the CA; it needs ours in IKE_AUTH
-        "local-1": {"auth": "pubkey", "id": f"CN={host.name}"},
-        "remote-1": {"auth": "pubkey", "id": f"CN={peer_host}" if peer_host else "%any",
+        "local-1": {"auth": "pubkey", "id": certificate_id(host.name)},
+        "remote-1": {"auth": "pubkey", "id": certificate_id(peer_host) if peer_host else "%any",
                      "revocation": "strict"},
     }
 
@@ -204,7 +210,7 @@ def tunnel_connection(topology: Topology, host: Host, rule: Rule, index: int) ->
         if conn[side].get("auth") == "psk":
             conn[side]["id"] = address
         else:  # certificates: the endpoint's own machine certificate
-            conn[side]["id"] = f"CN={who}"
+            conn[side]["id"] = certificate_id(who)
     child = conn["children"][rule.name]
     child.update(mode="tunnel", local_ts=local_ts, remote_ts=remote_ts)
     return conn

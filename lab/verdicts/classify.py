@@ -55,12 +55,6 @@ def algorithms(child: dict) -> str:
     return "/".join(x for x in (enc, integ) if x) or "?"
 
 
-def find_sa(rows: list[ChildSa], probe: dict) -> ChildSa | None:
-    """The SA on the probe's source (or else destination) host whose selectors cover the flow."""
-    found = covering_sas(rows, probe)
-    return found[0] if found else None
-
-
 def covering_sas(rows: list[ChildSa], probe: dict) -> list[ChildSa]:
     """Every SA on either host whose selectors cover the flow: when both peers initiate, each
     direction may travel in a CHILD_SA of its own. Then the SAs of tunnel gateways on the path

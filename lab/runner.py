@@ -172,7 +172,7 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
         packets += read_capture(net, os.path.join(outdir, "captures", f"{net}.pcap"))
     rows = child_sas(results.get("sas", {}))
     outcomes = {o["id"]: o for o in results.get("probes", [])}
-    logs = os.path.join(outdir, "logs")
+    logs = ike_log.IkeLogs(os.path.join(outdir, "logs"))  # read once for every flow
     verdicts = []
     firewall = FirewallJudge(plan, results)  # where a dropped flow was stopped (B7)
     for p, exp in zip(plan["probes"], topology.expectations):

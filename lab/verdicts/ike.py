@@ -69,8 +69,8 @@ def established_between(events: dict, sas: dict, a: str, b: str) -> bool:
     return False
 
 
-def failure_reasons(log: str, peer: str) -> list[str]:
-    """Failure lines of the IKE_SAs in this log that concerned `peer`, in order, deduplicated."""
+def reasons_by_peer(log: str) -> dict[str, list[str]]:
+    """Failure lines of every IKE_SA in this log, by the peer it concerned, in order, deduplicated."""
     peer_of: dict[str, str] = {}
     found: list[tuple[str, str]] = []
     for line in log.splitlines():
@@ -88,19 +88,37 @@ def failure_reasons(log: str, peer: str) -> list[str]:
             if hit:
                 found.append((tag, hit.group(0)))
                 break
-    reasons: list[str] = []
+    out: dict[str, list[str]] = {}
     for tag, text in found:
-        if peer_of.get(tag) == peer and text not in reasons:
+        reasons = out.setdefault(peer_of.get(tag, ""), [])
+        if text not in reasons:
             reasons.append(text)
-    return reasons
+    return out
 
 
-def outcome(results: dict, logs_dir: str, src: tuple[str, str], dst: tuple[str, str]) -> IkeOutcome:
+def failure_reasons(log: str, peer: str) -> list[str]:
+    """Failure lines of the IKE_SAs in this log that concerned `peer`, in order, deduplicated."""
+    return reasons_by_peer(log).get(peer, [])
+
+
+class IkeLogs:
+    """A run's charon logs, each read and indexed by peer once, however many flows ask."""
+
+    def __init__(self, logs_dir: str):
+        self.logs_dir = logs_dir
+        self._by_host: dict[str, dict[str, list[str]]] = {}
+
+    def reasons(self, host: str, peer: str) -> list[str]:
+        if host not in self._by_host:
+            path = Path(self.logs_dir, f"charon-{host}.log")
+            self._by_host[host] = reasons_by_peer(path.read_text(errors="replace")) if path.exists() else {}
+        return self._by_host[host].get(peer, [])
+
+
+def outcome(results: dict, logs: IkeLogs, src: tuple[str, str], dst: tuple[str, str]) -> IkeOutcome:
     """src and dst are (host, address)."""
     up = established_between(results.get("events", {}), results.get("sas", {}), src[1], dst[1])
     reasons: list[str] = []
     for (host, _), (_, peer) in ((src, dst), (dst, src)):
-        path = Path(logs_dir, f"charon-{host}.log")
-        if path.exists():
-            reasons += [f"{host}: {r}" for r in failure_reasons(path.read_text(errors="replace"), peer)]
+        reasons += [f"{host}: {r}" for r in logs.reasons(host, peer)]
     return IkeOutcome(up, tuple(reasons))

@@ -248,7 +248,7 @@ class ContainerCharon(charon.Charon):
     def start(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "strongswan.conf"), "w") as f:
-            f.write(charon.render_conf(self.socket_path, self.log_path, getattr(self, "settings", {})))
+            f.write(charon.render_conf(self.socket_path, self.log_path, self.settings))
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         self.proc = ContainerProcess(self.container)

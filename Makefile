@@ -6,14 +6,14 @@ PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := .lab
-APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
-	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
-	patchelf python3-venv ca-certificates iputils-arping docker.io debootstrap \
-	$(SERVER_PACKAGES)
 # Real servers and clients (issue 4). They run only inside lab namespaces: installed with
 # policy-rc.d denying every start, so none of them ever listens on this machine itself.
 SERVER_PACKAGES := nginx-light dovecot-imapd dovecot-pop3d krb5-kdc krb5-admin-server krb5-user \
 	slapd ldap-utils curl
+APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
+	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
+	patchelf python3-venv ca-certificates iputils-arping docker.io debootstrap \
+	$(SERVER_PACKAGES)
 
 .PHONY: setup lab test unit conformance verify bench clean cleanup help images
 

@@ -120,6 +120,18 @@ def cmd_compile(args, out: Console, err: Console) -> int:
     return 0
 
 
+def cmd_import(args, out: Console, err: Console) -> int:
+    from lab.windows.cli import run_import
+
+    return run_import(args, err)
+
+
+def cmd_export(args, out: Console, err: Console) -> int:
+    from lab.windows.cli import run_export
+
+    return run_export(args)
+
+
 def cmd_cleanup(args, out: Console, err: Console) -> int:
     from lab import cleanup
 
@@ -210,6 +222,10 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("topology")
     k.add_argument("--host", help="only this host")
     k.set_defaults(func=cmd_compile)
+
+    from lab.windows.cli import add_parsers
+
+    add_parsers(sub, cmd_import, cmd_export)
 
     x = sub.add_parser("cleanup", help="remove guests, daemons, namespaces and files left by killed runs")
     x.add_argument("--all", action="store_true", help="also end runs whose owner is still alive")

@@ -45,6 +45,8 @@ def build(drafts: list[tuple[Draft, str | None]], hosts: dict[str, str],
     doc = _base(base) if base else CommentedMap(name=name)
     raw_hosts = doc.setdefault("hosts", CommentedMap())
     names = _address_names(doc, hosts, raw_hosts, base)
+    if not base:
+        _skeleton(doc, hosts)
     _authentication(doc, drafts, base, notes)
     _ike(doc, drafts, notes)
     for draft, host in drafts:
@@ -53,8 +55,11 @@ def build(drafts: list[tuple[Draft, str | None]], hosts: dict[str, str],
                 notes.append(f"{draft.file}: policy {policy.name!r} replaces the one in {base}")
             doc.setdefault("policies", CommentedMap())[policy.name] = _flow(policy.raw(names))
         _assign(doc, draft, host, notes)
-    if not base:
-        _skeleton(doc, hosts)
+    if not base:  # keys in the order a reader expects
+        for key in ("name", "ike", "authentication", "exemptions", "networks", "hosts",
+                    "policies"):
+            if key in doc:
+                doc.move_to_end(key)
     return Result(_dump(doc), notes)
 
 
@@ -138,7 +143,11 @@ def _assign(doc: CommentedMap, draft: Draft, host: str | None, notes: list[str])
     if not assigned:
         raise TopologyError([f"{draft.file}:1: the script assigns no policy (set policy ... "
                              f"assign=yes, ipseccmd -x); {host}= needs the policy in force"])
-    spec["policy"] = assigned[0]
+    cluster = spec.get("cluster")
+    if cluster and cluster in (doc.get("clusters") or {}):
+        doc["clusters"][cluster]["policy"] = assigned[0]  # a node's policy is its cluster's
+    else:
+        spec["policy"] = assigned[0]
     if draft.exemptions is not None:
         spec["exemptions"] = draft.exemptions
 
@@ -154,10 +163,6 @@ def _skeleton(doc: CommentedMap, hosts: dict[str, str]) -> None:
         spec = doc["hosts"].setdefault(host, CommentedMap(role="client"))
         spec.insert(1, "interfaces", _flow({net_name: address}))
         spec.fa.set_flow_style()
-    # keys in the order a reader expects
-    for key in ("name", "ike", "authentication", "exemptions", "networks", "hosts", "policies"):
-        if key in doc:
-            doc.move_to_end(key)
 
 
 def _flow(value):

@@ -46,7 +46,8 @@ def canonical(policy: Policy, keep_description: bool) -> Policy:
                    description=policy.description if keep_description else "")
 
 
-def import_into(tmp_path: Path, base: Path, host: str, script: str, fmt: str, stem: str) -> Topology:
+def import_into(tmp_path: Path, base: Path, host: str, script: str, fmt: str,
+                stem: str) -> Topology:
     path = tmp_path / f"{stem}.{fmt}.cmd"
     path.write_text(script)
     topology = load_topology(base)
@@ -231,8 +232,10 @@ def test_netsh_tags_may_be_shortened_or_spaced(tmp_path):
     text = ("netsh ipsec static add policy name = P assign=yes\n"
             "netsh ipsec static add filter filterlist=L srcaddr=me dstaddr=10.1.0.0 dstmask=16 "
             "protocol=UDP dstport=53\n"
-            "netsh ipsec static add filteraction A negotiate inpass=y soft=y qmsec=\"ESP[None,SHA1]\"\n"
-            "netsh ipsec static add rule name=R policy=P filterlist=L filteraction=A rootca=\"CN=x\"\n")
+            "netsh ipsec static add filteraction A negotiate inpass=y soft=y "
+            "qmsec=\"ESP[None,SHA1]\"\n"
+            "netsh ipsec static add rule name=R policy=P filterlist=L filteraction=A "
+            "rootca=\"CN=x\"\n")
     draft = read_script("s.cmd", text.replace("filteraction A negotiate",
                                               "filteraction name=A action=negotiate"))
     assert draft.problems == []

@@ -19,7 +19,8 @@ exactly is refused, one line each (file:line: reason), exit 2, nothing written.
 See docs/windows-import-export.md.
 
 example:
-  lab import fe=tests/data/windows/kb821839-b-fe.netsh.cmd --into topologies/kb821839-b.yaml -o x.yaml
+  lab import fe=tests/data/windows/kb821839-b-fe.netsh.cmd \\
+      --into topologies/kb821839-b.yaml -o x.yaml
 """
 
 

@@ -60,23 +60,23 @@ def covering_sas(rows: list[ChildSa], probe: dict) -> list[ChildSa]:
     direction may travel in a CHILD_SA of its own. Then the SAs of tunnel gateways on the path
     (any other host) whose selectors cover the flow in either orientation (B10)."""
     proto, sport, dport = probe["protocol"], probe["sport"], probe["port"]
+    if proto == "icmp":  # an echo has no ports (its id is not a selector): any ICMP selector covers it
+        sport = dport = None
     ends = ((probe["src_address"], sport, probe["dst_address"], dport),
             (probe["dst_address"], dport, probe["src_address"], sport))
     found = []
     for host, (me, me_port, peer, peer_port) in zip((probe["src"], probe["dst"]), ends):
         for row in rows:
-            if row.host != host or me_port is None:
-                continue
-            if _covers(row, me, me_port, peer, peer_port, proto):
+            if row.host == host and _covers(row, me, me_port, peer, peer_port, proto):
                 found.append(row)
     for row in rows:
-        if row.host not in (probe["src"], probe["dst"]) and sport is not None and row.mode.upper() == "TUNNEL" \
+        if row.host not in (probe["src"], probe["dst"]) and row.mode.upper() == "TUNNEL" \
                 and any(_covers(row, *e, proto) for e in ends):
             found.append(row)
     return found
 
 
-def _covers(row: ChildSa, me: str, me_port: int, peer: str, peer_port: int, proto: str) -> bool:
+def _covers(row: ChildSa, me: str, me_port: int | None, peer: str, peer_port: int | None, proto: str) -> bool:
     return any(covers(ts, me, proto, me_port) for ts in row.local_ts) and \
         any(covers(ts, peer, proto, peer_port) for ts in row.remote_ts)
 
@@ -86,13 +86,14 @@ def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:
     nat = probe.get("nat_aliases") or {}
     src = {probe["src_address"], nat.get(probe["src_address"])}
     dst = {probe["dst_address"], nat.get(probe["dst_address"])}
+    a, b = p.flow_src, p.flow_dst  # the inner addresses of tunnel-mode AH
     if proto_num == 1:  # ICMP echo: the pair and the echo id
-        return p.protocol == 1 and ((p.src in src and p.dst in dst) or (p.src in dst and p.dst in src)) \
+        return p.protocol == 1 and ((a in src and b in dst) or (a in dst and b in src)) \
             and p.sport == probe["sport"]
     sport, dport = probe["sport"], probe["port"]
     return p.protocol == proto_num and (
-        (p.src in src and p.sport == sport and p.dst in dst and p.dport == dport)
-        or (p.src in dst and p.sport == dport and p.dst in src and p.dport == sport))
+        (a in src and p.sport == sport and b in dst and p.dport == dport)
+        or (a in dst and p.sport == dport and b in src and p.dport == sport))
 
 
 def flow_packets(packets: list[Packet], probe: dict, sas: list[ChildSa]) -> list[Packet]:

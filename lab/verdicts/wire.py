@@ -1,9 +1,10 @@
 """Read the captures into plain packet records: what crossed each network, by kind.
 
 Host side only (scapy is far too slow to import in the guest). Each packet becomes one
-`Packet`: its network, time, addresses, and what it was: a flow's own TCP/UDP packet in clear,
-ESP (IP protocol 50, or ESP in UDP 4500), AH (IP protocol 51, whose inner ports stay
-readable), or IKE (UDP 500, or 4500 with the non-ESP marker).
+`Packet`: its network, time, addresses, and what it was: a flow's own TCP/UDP/ICMP packet in
+clear, ESP (IP protocol 50, or ESP in UDP 4500), AH (IP protocol 51, whose inner header stays
+readable: TCP and UDP ports, the ICMP echo id, and in tunnel mode the inner addresses), or IKE
+(UDP 500, or 4500 with the non-ESP marker).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ class Packet:
     inner_esp: bool  # AH around ESP
     raw: bytes  # the IP packet as captured (truncated at the snap length)
     payload: int = 0  # bytes of application data (TCP/UDP payload, ICMP echo data); 0 for handshakes
+    # Tunnel-mode AH: the inner packet's addresses, which name the flow (src/dst are the tunnel's).
+    inner_src: str | None = None
+    inner_dst: str | None = None
+
+    @property
+    def flow_src(self) -> str:
+        return self.inner_src or self.src
+
+    @property
+    def flow_dst(self) -> str:
+        return self.inner_dst or self.dst
 
 
 def _ports(layer) -> tuple[int | None, int | None]:
@@ -48,14 +60,7 @@ def classify_packet(network: str, time: float, ip) -> Packet:
     if ESP in ip and UDP not in ip:
         return Packet(kind="esp", protocol=50, sport=None, dport=None, spi=f"{ip[ESP].spi:08x}", **base)
     if AH in ip:
-        ah = ip[AH]
-        inner = ah.payload
-        if ah.nh in (6, 17) and TCP not in ah and UDP not in ah:
-            # scapy leaves AH's payload raw: decode it by AH's next-header field.
-            inner = (TCP if ah.nh == 6 else UDP)(bytes(ah.payload))
-        sport, dport = _ports(inner)
-        return Packet(kind="ah", protocol=ah.nh, sport=sport, dport=dport, spi=f"{ah.spi:08x}",
-                      **{**base, "inner_esp": ah.nh == 50})
+        return _ah(ip[AH], base)
     if UDP in ip and (ip[UDP].sport in IKE_PORTS or ip[UDP].dport in IKE_PORTS):
         udp = ip[UDP]
         payload = bytes(udp.payload)
@@ -71,6 +76,26 @@ def classify_packet(network: str, time: float, ip) -> Packet:
     kind = "clear" if sport is not None or ip.proto == 1 else "other"
     return Packet(kind=kind, protocol=ip.proto, sport=sport, dport=dport, spi=None,
                   payload=_payload_length(ip), **base)
+
+
+def _ah(ah, base: dict) -> Packet:
+    """AH authenticates but does not hide what it carries: read the inner header by AH's
+    next-header field (scapy leaves AH's payload undecoded): TCP/UDP ports, the ICMP echo id in
+    place of the ports, and in tunnel mode (IP in IP) the inner packet's addresses as well."""
+    data, nh, inner_addrs = bytes(ah.payload), ah.nh, {}
+    if nh == 4 and len(data) >= 20:  # tunnel mode: the flow is the inner packet
+        inner_ip = IP(data)
+        inner_addrs = {"inner_src": inner_ip.src, "inner_dst": inner_ip.dst}
+        nh, data = inner_ip.proto, bytes(inner_ip.payload)
+    sport = dport = None
+    if nh in (6, 17) and data:
+        sport, dport = _ports((TCP if nh == 6 else UDP)(data))
+    elif nh == 1 and len(data) >= 8:
+        icmp = ICMP(data)
+        if icmp.type in (0, 8):  # echo: the id plays the part of the ports, as in clear
+            sport = dport = icmp.id
+    return Packet(kind="ah", protocol=nh, sport=sport, dport=dport, spi=f"{ah.spi:08x}",
+                  **{**base, "inner_esp": nh == 50}, **inner_addrs)
 
 
 def _payload_length(ip) -> int:
@@ -94,6 +119,7 @@ def read_capture(network: str, path: str) -> list[Packet]:
 
 
 def has_readable(packets: list[Packet], needle: bytes) -> bool:
-    """Is `needle` readable in any packet that is not encrypted (clear, AH, IKE)?"""
-    return any(needle in p.raw for p in packets if p.kind != "esp")
+    """Is `needle` readable in any packet, whatever protects it? Clear and AH show it, and so
+    does ESP with the null cipher; encrypted ESP never can, so no packet is skipped."""
+    return any(needle in p.raw for p in packets)
 

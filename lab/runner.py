@@ -28,7 +28,7 @@ from lab.services.prepare import RunServers
 from lab.services.prepare import prepare as prepare_servers
 from lab.providers.base import RunFiles
 from lab.verdicts import ike as ike_log
-from lab.verdicts.classify import child_sas, judge
+from lab.verdicts.classify import child_sas, judge, unjudged
 from lab.verdicts.failover import FailoverResult, judge_failover
 from lab.verdicts.firewall import FirewallJudge
 from lab.verdicts.model import RunReport
@@ -175,8 +175,11 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
     logs = ike_log.IkeLogs(os.path.join(outdir, "logs"))  # read once for every flow
     verdicts = []
     firewall = FirewallJudge(plan, results)  # where a dropped flow was stopped (B7)
-    for p, exp in zip(plan["probes"], topology.expectations):
+    # The plan made one probe per expectation, in order; outcomes are matched by probe id, and
+    # a probe without one is a failed verdict, never a silent gap in the count.
+    for p, exp in zip(plan["probes"], topology.expectations, strict=True):
         if p["id"] not in outcomes:
+            verdicts.append(unjudged(p, exp, results.get("errors", [])))
             continue
         src, dst = topology.host(exp.source), topology.host(exp.destination)
         pair = ((src.name, p["src_address"]), (dst.name, str(destination_address(src, dst))))

@@ -12,6 +12,7 @@ The rules, in order:
    passthrough before IPsec took over) do not make a protected flow `clear`; they are counted
    in the evidence. A flow with only clear packets is `clear`.
 4. Delivered, but nothing of it seen on any network: `unobserved`, which never passes.
+   A probe the executor returned no outcome for is `not judged`, which never passes either.
 5. Tampered flows (the router altered each protected packet) count as `dropped` only when the
    receiver's XFRM integrity counters rose: the drop must be the receiver's own verdict.
 """
@@ -247,3 +248,18 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         evidence=ev,
         line=expectation.where.line if expectation.where else None,
     )
+
+
+def unjudged(probe: dict, expectation, errors: list[str]) -> Verdict:
+    """The executor returned no outcome for this probe (it stopped early, or lost one): a failed
+    verdict that names the expectation, so a report can never count fewer flows than it holds."""
+    why = f"no outcome for probe {probe['id']} ({expectation.id}"
+    why += f", line {expectation.where.line})" if expectation.where else ")"
+    why += "; the executor reported: " + "; ".join(errors[:3]) if errors else "; the executor reported no error"
+    ev = Evidence(flow=f"{probe['protocol']} {probe['src_address']} -> {probe['dst_address']}:{probe['port']}",
+                  delivered=False, received_by_server=False, error="no outcome", seconds=0.0, segments=(),
+                  spis=(), sa=None, marker_in_clear=False, credential_in_clear=False)
+    return Verdict(
+        id=expectation.id, source=expectation.source, destination=expectation.destination,
+        service=expectation.service.name, expected=str(expectation.result), observed="not judged",
+        reason=why, evidence=ev, line=expectation.where.line if expectation.where else None)

@@ -1,0 +1,42 @@
+"""Judging a run: every expectation gets a verdict, even one whose probe came back with nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.compile.plan import build_plan
+from lab.model.load import load_topology
+from lab.runner import judge_run
+
+DATA = Path(__file__).parent / "data"
+
+
+def _outcome(probe: dict) -> dict:
+    return {"id": probe["id"], "delivered": False, "error": "timed out", "sport": 40000,
+            "t_start": 1000.0, "t_end": 1010.0, "t_reply": None}
+
+
+def test_a_probe_without_an_outcome_is_a_failed_verdict_naming_its_expectation(tmp_path):
+    topology = load_topology(DATA / "good.yaml")
+    plan = build_plan(topology, "r1", str(tmp_path))
+    first, second, third = plan["probes"]
+    results = {"probes": [_outcome(first), _outcome(third)], "errors": ["probe thread died"]}
+    report = judge_run(topology, plan, results, str(tmp_path))
+    assert len(report.verdicts) == len(topology.expectations) == 3
+    missing = report.verdicts[1]
+    assert missing.id == "cl->fe:http" and missing.observed == "not judged" and not missing.ok
+    assert missing.line == topology.expectations[1].where.line
+    assert f"no outcome for probe {second['id']} (cl->fe:http, line {missing.line})" in missing.reason
+    assert "probe thread died" in missing.reason
+    assert not report.ok and missing in report.failed
+    # The others are judged from their own outcomes, matched by id (not by position).
+    assert report.verdicts[2].id == "cl->be:tcp/8080" and report.verdicts[2].observed == "dropped"
+
+
+def test_outcomes_are_matched_by_probe_id_whatever_their_order(tmp_path):
+    topology = load_topology(DATA / "good.yaml")
+    plan = build_plan(topology, "r1", str(tmp_path))
+    results = {"probes": [_outcome(p) for p in reversed(plan["probes"])]}
+    report = judge_run(topology, plan, results, str(tmp_path))
+    assert [v.id for v in report.verdicts] == [e.id for e in topology.expectations]
+    assert all(v.observed == "dropped" for v in report.verdicts)

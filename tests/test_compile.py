@@ -106,7 +106,7 @@ def test_plan_is_plain_json_without_secrets(topo):
     assert '"data"' not in text and "secret" not in text.lower()
     hosts = {h["name"]: h for h in plan["hosts"]}
     assert hosts["fw"]["forward"] is True and hosts["fe"]["forward"] is False
-    assert hosts["fe"]["ns"] == "lab-abc123-fe"
+    assert hosts["fe"]["ns"] == "lab-abc123-h1"  # a short internal id, whatever the host's name
     assert hosts["fe"]["routes"] == [{"dst": "default", "via": "10.10.1.1"}]
     assert hosts["fe"]["charon"]["conns"] and hosts["dc"]["charon"] is None
     # Listeners: declared services plus those an expectation names (be->fe http).

@@ -349,8 +349,8 @@ BAD = {
     "firewall, client, edge (got 'frontend')",
     "name-bad": "1: name: must be lowercase letters, digits and '-', not starting with '-' "
     "(got 'Exchange_Lab')",
-    "host-name-long": "5: hosts.frontend-server: name must be 1-10 lowercase letters, digits "
-    "and '-', starting with a letter (got 'frontend-server')",
+    "host-name-long": "5: hosts.exchange-frontend-server-in-the-perimeter-network-of-contoso-com1: name must be 1-63 lowercase letters, "
+    "digits and '-', starting with a letter (got 'exchange-frontend-server-in-the-perimeter-network-of-contoso-com1')",
     "subnet-bad": "3: networks.dmz: '10.10.1.0/33' is not an IPv4 subnet",
     "subnet-host-bits": "3: networks.dmz: '10.10.1.5/24' has host bits set; "
     "the subnet is 10.10.1.0/24",
@@ -593,7 +593,7 @@ INLINE = [  # (text to replace in BASE, replacement, expected first problem afte
     ("    rules:\n", "    rules: []\n    x:\n",
      "9: policies.p: unknown key 'x'"),  # a policy with no rules: only the default response
     ("hosts:\n", "hosts:\n  Fe: {role: client, interfaces: {dmz: 10.10.1.5}}\n",
-     "4: hosts.Fe: name must be 1-10 lowercase letters, digits and '-', starting with a letter "
+     "4: hosts.Fe: name must be 1-63 lowercase letters, digits and '-', starting with a letter "
      + "(got 'Fe')"),
     ("hosts:\n", "hosts:\n  me: {role: client, interfaces: {dmz: 10.10.1.5}}\n",
      "4: hosts.me: 'me' is a filter keyword; choose another name"),
@@ -715,7 +715,7 @@ CLUSTER_INLINE = [  # (text to replace in CLUSTER, replacement, expected first p
     ("cluster: pf}\nclusters:\n", "cluster: pf}\nclusters:\n  me: {vip: 10.0.2.40, owner: n1}\n",
      "11: clusters.me: 'me' is a filter keyword; choose another name"),
     ("  mbx: {vip", "  Mbx: {vip",
-     "11: clusters.Mbx: name must be 1-10 lowercase letters, digits and '-', starting with a "
+     "11: clusters.Mbx: name must be 1-63 lowercase letters, digits and '-', starting with a "
      + "letter (got 'Mbx')"),
     ("cluster: pf}\nclusters", "cluster: [pf]}\nclusters",
      "9: hosts.n4.cluster: must be a cluster name (got a list)"),

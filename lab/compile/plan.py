@@ -21,12 +21,15 @@ from lab.model.topology import Expectation, Host, Topology
 PROBE_TIMEOUT = 10.0
 TAMPER_TIMEOUT = 4.0  # the SA is up already: a tampered flow fails fast or not at all
 MULTICAST_GROUP = "239.255.10.1"  # administratively scoped: never leaves a lab network
+SWITCH = "-switch"  # the switch namespace's key among host names (no host name starts with '-')
 
 
 def namespace_names(run_id: str, topology: Topology) -> dict[str, str]:
-    """Namespace per host plus `sw` for the switch namespace that holds the bridges."""
-    names = {h.name: f"lab-{run_id}-{h.name}" for h in topology.hosts}
-    names["sw"] = f"lab-{run_id}-sw"
+    """Namespace per host plus SWITCH for the switch namespace that holds the bridges. Hosts get
+    short internal ids (`h0`, `h1`, ...) whatever their names (up to 63 characters), like their
+    interfaces (`eth0`, `h0i0`); the user's names stay in everything the user reads."""
+    names = {h.name: f"lab-{run_id}-h{i}" for i, h in enumerate(topology.hosts)}
+    names[SWITCH] = f"lab-{run_id}-sw"
     return names
 
 
@@ -180,7 +183,7 @@ def failover_plan(topology: Topology, name: str, run_ns: dict[str, str]) -> dict
     return {
         "name": f.name, "mode": f.mode, "src": src.name, "src_ns": run_ns[src.name],
         "src_address": source_address(topology, src, c.vip), "vip": str(c.vip), "vip_cidr": f"{c.vip}/{prefix}",
-        "switch_ns": run_ns["sw"],
+        "switch_ns": run_ns[SWITCH],
         "protocol": f.service.protocol, "port": f.service.port, "service": f.service.name,
         "rate": f.rate, "max_seconds": f.max_seconds, "cleartext": f.cleartext,
         "from": node(c.owner), "to": node(target),
@@ -235,7 +238,7 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
         "run_id": run_id,
         "topology": topology.name,
         "outdir": outdir,
-        "switch_ns": ns["sw"],
+        "switch_ns": ns[SWITCH],
         "networks": networks,
         "hosts": hosts,
         "probes": [] if failover else [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],

@@ -100,11 +100,11 @@ def create(plan: dict, attach: dict[str, int] | None = None) -> None:
     for h in plan["hosts"]:
         p = subprocess.Popen(["ip", "-n", h["ns"], "-batch", "-"], stdin=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-        procs.append((h["ns"], p, "\n".join(_host_commands(h)) + "\n"))
-    for ns, p, text in procs:
+        procs.append((h["name"], p, "\n".join(_host_commands(h)) + "\n"))
+    for name, p, text in procs:
         _, err = p.communicate(text)
         if p.returncode != 0:
-            raise RuntimeError(f"configuring {ns} failed: {err.strip()}")
+            raise RuntimeError(f"configuring host {name} failed: {err.strip()}")
 
 
 def existing(prefix: str) -> list[str]:

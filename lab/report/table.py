@@ -186,7 +186,7 @@ def print_sas(report: RunReport, console: Console) -> None:
     table = Table(title="Security associations (list-sas)", box=box.SIMPLE_HEAD,
                   title_justify="left", pad_edge=False, show_lines=False)
     for header, justify in SA_COLUMNS:
-        table.add_column(header, justify=justify, overflow="fold", no_wrap=header.startswith("SPI"))
+        table.add_column(header, justify=justify, overflow="fold", no_wrap=header.startswith(("SPI", "host")))
     for sa in report.sas:
         table.add_row(*_sa_cells(sa), end_section=True)
     console.print(table)

@@ -50,9 +50,13 @@ def methods(rule: Rule) -> list[SecurityMethod]:
 def child_proposals(rule: Rule) -> dict[str, list[str]]:
     """`esp_proposals` and/or `ah_proposals` in the rule's order of preference, with session-key
     PFS appended to each as strongSwan expects (`3des-sha1-modp1024`)."""
-    pfs = f"-{DH_GROUPS[rule.pfs_group]}" if rule.pfs_group else ""
+    return method_proposals(methods(rule), f"-{DH_GROUPS[rule.pfs_group]}" if rule.pfs_group else "")
+
+
+def method_proposals(offers, pfs: str = "") -> dict[str, list[str]]:
+    """Security methods, in order, as `esp_proposals` and/or `ah_proposals`."""
     out: dict[str, list[str]] = {}
-    for m in methods(rule):
+    for m in offers:
         key, props = ("esp_proposals", _esp(m)) if m.protocol is Security.ESP else ("ah_proposals", _ah(m))
         for p in props:
             if p + pfs not in out.get(key, []):

@@ -25,7 +25,7 @@ import ipaddress
 
 from lab.compile.exemptions import exemption_children
 from lab.compile.proposals import (DEFAULT_AH, DEFAULT_ESP, WINDOWS_RESPONSE_AH, WINDOWS_RESPONSE_ESP,
-                                   child_lifetimes, child_proposals, ike_proposals)
+                                   child_lifetimes, child_proposals, ike_proposals, method_proposals)
 from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Topology
 
 def certificate_id(host: str) -> str:
@@ -241,8 +241,9 @@ def respond_connection(topology: Topology, host: Host) -> dict:
                 "local_ts": ["dynamic"],
                 "remote_ts": ["dynamic"],
                 "start_action": "none",
-                "esp_proposals": _respond_offers(topology, host, "esp_proposals", DEFAULT_ESP + WINDOWS_RESPONSE_ESP),
-                "ah_proposals": _respond_offers(topology, host, "ah_proposals", DEFAULT_AH + WINDOWS_RESPONSE_AH),
+                **{key: offers for key, default in (("esp_proposals", DEFAULT_ESP + WINDOWS_RESPONSE_ESP),
+                                                    ("ah_proposals", DEFAULT_AH + WINDOWS_RESPONSE_AH))
+                   if (offers := _respond_offers(topology, host, key, default))},
             }
         },
     }
@@ -255,9 +256,14 @@ RESPOND_PFS = "-modp1024-modp768-modp2048-ecp256"
 
 def _respond_offers(topology: Topology, host: Host, key: str, default: list[str]) -> list[str]:
     """The default response rule accepts the policy's own methods, then the modern defaults and
-    the Windows default methods, each with or without PFS."""
+    the Windows default methods, each with or without PFS. Methods the administrator set
+    (`default_response: {security: [...]}`) replace all of these: any other offer is refused."""
+    policy = topology.policy(host.policy)
+    if policy.respond_security:
+        listed = method_proposals(policy.respond_security).get(key, [])
+        return listed + [p + RESPOND_PFS for p in listed]
     offers: list[str] = []
-    for rule in topology.policy(host.policy).rules:
+    for rule in policy.rules:
         if rule.negotiates:
             offers += [p for p in child_proposals(rule).get(key, []) if p not in offers]
     offers += [p for p in default if p not in offers]

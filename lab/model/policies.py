@@ -57,7 +57,8 @@ class PolicyReader(Reader):
                     seen[rule_name] = path + ("rules", i)
                 if rule := self._rule(path + ("rules", i), as_map(raw_rule)):
                     rules.append(rule)
-            respond = as_bool(spec.get("default_response"), True)
+            respond, respond_security = self._default_response(path + ("default_response",),
+                                                                spec.get("default_response"))
             if not as_list(spec.get("rules")) and not respond:
                 self.error(path, "this policy does nothing (no rules, and default_response "
                            "is false); add a rule or remove default_response: false")
@@ -65,8 +66,17 @@ class PolicyReader(Reader):
             quick = as_bool(spec.get("simple_policy_update"), False)
             out[name] = Policy(str(name), str(spec.get("description", "")), tuple(rules),
                                respond=respond, fallback_seconds=0.5 if quick else 3.0,
-                               timers=self._timers(path + ("timers",), spec.get("timers")))
+                               timers=self._timers(path + ("timers",), spec.get("timers")),
+                               respond_security=respond_security)
         return out
+
+    def _default_response(self, path: Loc, raw: object) -> tuple[bool, tuple[SecurityMethod, ...]]:
+        """`true` (the default), `false`, or `{security: [...]}`: the rule is on, and answers
+        only these methods, as a Windows administrator edits the default response rule."""
+        if not isinstance(raw, dict):
+            return as_bool(raw, True), ()
+        security = raw.get("security")
+        return True, self._security(path + ("security",), security) if security is not None else ()
 
     def _timers(self, path: Loc, raw: object) -> TimerProfile:
         """`fast`, a Windows profile, or {profile: windows-2000, time_scale: 0.05}."""

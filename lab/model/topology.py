@@ -188,6 +188,9 @@ class Policy:
     builtin: bool = False
     fallback_seconds: float = 3.0  # IKE silence before a soft SA; 0.5 with Simple Policy Update
     timers: TimerProfile = TimerProfile()  # how its Negotiate rules notice a vanished peer
+    # The default response rule's security methods as the administrator set them; empty: the
+    # lab's default (the policy's own methods, modern and Windows default methods).
+    respond_security: tuple[SecurityMethod, ...] = ()
 
 
 @dataclass(frozen=True)

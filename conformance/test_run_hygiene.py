@@ -21,13 +21,17 @@ def test_sas_listed_for_protected_flows(topology_path, lab_runs):
 
 
 def test_credentials_readable_exactly_when_not_encrypted(topology_path, lab_runs):
-    """B2: the fake login a probe carries is readable on the wire under AH and in clear, never
-    under ESP. Checked for every delivered flow of every topology."""
+    """B2: the fake login a probe carries is readable on the wire under AH, under ESP with the
+    null cipher and in clear, never under ESP that encrypts. Checked for every delivered flow of
+    every topology."""
     report = lab_runs.get(topology_path)
     for v in report.verdicts:
-        if v.observed.startswith("esp") and not v.evidence.clear_packets:
+        sa = v.evidence.sa
+        null_cipher = sa is not None and sa.protocol == "ESP" and sa.algorithms.startswith("NULL")
+        if v.observed.startswith("esp") and not v.evidence.clear_packets and not null_cipher:
             assert not v.evidence.credential_in_clear, f"{v.id}: ESP, yet the credential was readable"
-        if v.observed.startswith(("ah", "clear")) and v.evidence.delivered and v.service != "icmp":
+        if (v.observed.startswith(("ah", "clear")) or (v.observed == "esp" and null_cipher)) \
+                and v.evidence.delivered:
             assert v.evidence.credential_in_clear, f"{v.id}: {v.observed}, yet the credential was not found"
 
 

@@ -181,17 +181,36 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
         if p["id"] not in outcomes:
             verdicts.append(unjudged(p, exp, results.get("errors", [])))
             continue
-        src, dst = topology.host(exp.source), topology.host(exp.destination)
-        pair = ((src.name, p["src_address"]), (dst.name, str(destination_address(src, dst))))
+        src = topology.host(exp.source)
+        node, answered = answering_node(p, results.get("received", []))
+        if node:  # a cluster: judged against the node that holds the VIP, whose IKE uses the VIP
+            p = {**p, "dst": node}
+        dst = topology.host(p["dst"])
+        address = p["cluster"]["vip"] if node else str(destination_address(src, dst))
+        pair = ((src.name, p["src_address"]), (dst.name, address))
         verdicts.append(judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp,
                               ike=ike_log.outcome(results, logs, *pair), soft_sa=_soft_sa(results, pair),
-                              firewall=firewall or None))
+                              firewall=firewall or None, answered_by=answered))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
     return RunReport(
         topology=topology.name, description=topology.description, path=topology.path, run_id="",
         kernel="", started=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings={},
         verdicts=verdicts, sas=rows, ike_packets=ike, errors=list(results.get("errors", [])),
     )
+
+
+def answering_node(probe: dict, received: list[dict]) -> tuple[str | None, str | None]:
+    """For a probe to a cluster: (the node to judge the flow against, what the verdict says).
+    The node whose listener logged the probe's marker answered; with no such record (ICMP,
+    answered by the kernel, or a flow that never arrived) it is the node holding the VIP."""
+    cluster = probe.get("cluster")
+    if not cluster:
+        return None, None
+    heard = [r["host"] for r in received if r.get("marker") == probe["marker"] and r["host"] in cluster["nodes"]]
+    if heard:
+        return heard[0], f"answered by {heard[0]} (node of {cluster['name']}, VIP {cluster['vip']})"
+    holder = cluster["holder"]
+    return holder, f"{cluster['name']}'s VIP {cluster['vip']} held by {holder}; no node's listener logged the probe"
 
 
 def _soft_sa(results: dict, pair) -> str | None:

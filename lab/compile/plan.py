@@ -67,16 +67,36 @@ def destination_address(src: Host, dst: Host) -> ipaddress.IPv4Address:
     return dst.address_on(net) if net else dst.addresses[0]
 
 
+def is_cluster(topology: Topology, name: str) -> bool:
+    return any(c.name == name for c in topology.clusters)
+
+
+def receiver(topology: Topology, name: str) -> Host:
+    """The host an expectation's `to:` reaches: the host itself, or for a cluster the node holding
+    its VIP at start (the owner; the verdict names the node that actually answered)."""
+    return topology.host(topology.cluster(name).owner if is_cluster(topology, name) else name)
+
+
+def target_address(topology: Topology, src: Host, name: str) -> ipaddress.IPv4Address:
+    """Where a probe to `name` goes: a cluster's VIP, else the host's address facing `src`."""
+    if is_cluster(topology, name):
+        return topology.cluster(name).vip
+    return destination_address(src, topology.host(name))
+
+
 def listeners(topology: Topology) -> dict[str, list[dict]]:
-    """Every service a host declares, plus every service an expectation names towards it."""
+    """Every service a host declares, plus every service an expectation names towards it (to a
+    cluster: on every node, since whichever holds the VIP answers)."""
     wanted: dict[str, dict[tuple[str, int], str]] = {h.name: {} for h in topology.hosts}
     for h in topology.hosts:
         for s in h.services:
             wanted[h.name][(s.protocol, s.port)] = s.name
     groups: dict[str, set[tuple[str, str]]] = {h.name: set() for h in topology.hosts}
     for e in topology.expectations:
-        if e.service.protocol != "icmp":  # the kernel answers echo requests itself
-            wanted[e.destination].setdefault((e.service.protocol, e.service.port), e.service.name)
+        hosts = topology.cluster(e.destination).nodes if is_cluster(topology, e.destination) else (e.destination,)
+        for name in hosts:
+            if e.service.protocol != "icmp":  # the kernel answers echo requests itself
+                wanted[name].setdefault((e.service.protocol, e.service.port), e.service.name)
         if e.via == "multicast":  # joined on the interface facing the sender (no route needed)
             src, dst = topology.host(e.source), topology.host(e.destination)
             groups[e.destination].add((MULTICAST_GROUP, str(destination_address(src, dst))))
@@ -102,7 +122,7 @@ def tamper_plan(topology: Topology, exp: Expectation, run_ns: dict[str, str]) ->
     """The router on the path (the source's gateway) alters packets leaving towards the target."""
     if not exp.tamper:
         return None
-    src, dst = topology.host(exp.source), topology.host(exp.destination)
+    src, dst = topology.host(exp.source), receiver(topology, exp.destination)
     router = topology.host(src.gateway)
     out_net = next(i.network for i in dst.interfaces if router.address_on(i.network))
     dev = f"eth{[i.network for i in router.interfaces].index(out_net)}"
@@ -129,8 +149,8 @@ def payload(service: str, marker: str, credential: str) -> tuple[str, str]:
 
 
 def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[str, str]) -> dict:
-    src, dst = topology.host(exp.source), topology.host(exp.destination)
-    dst_address = destination_address(src, dst)
+    src = topology.host(exp.source)
+    dst_address = target_address(topology, src, exp.destination)
     marker = f"LABPROBE-p{index}-{_secrets.token_hex(4)}"
     credential = f"fake-{_secrets.token_hex(6)}"
     text, on_wire = payload(exp.service.name, marker, credential)
@@ -139,8 +159,9 @@ def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[st
         "expectation": exp.id,
         "src": src.name,
         "src_address": source_address(topology, src, dst_address),
-        "dst": dst.name,
+        "dst": exp.destination,  # a host, or a cluster (its VIP): see `cluster`
         "dst_address": via_address(topology, exp, dst_address),
+        "cluster": _cluster_target(topology, exp.destination),
         "via": exp.via,
         "tamper": tamper_plan(topology, exp, run_ns),
         "protocol": exp.service.protocol,
@@ -154,6 +175,14 @@ def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[st
         "bulk": exp.bulk_kilobytes * 1024,  # B16: bytes sent after the payload, timed
         "nat_aliases": nat_aliases(topology),  # the classifier's second name for NATed addresses
     }
+
+
+def _cluster_target(topology: Topology, name: str) -> dict | None:
+    """A probe to a cluster: its nodes, and which one holds the VIP at start."""
+    if not is_cluster(topology, name):
+        return None
+    c = topology.cluster(name)
+    return {"name": c.name, "vip": str(c.vip), "nodes": list(c.nodes), "holder": c.owner}
 
 
 def vip_addresses(topology: Topology, host: Host) -> list[dict]:

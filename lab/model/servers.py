@@ -61,7 +61,10 @@ class ServerReader(Reader):
             path = ("expect", i)
             target = self.hosts.get(dst)
             if spec.get("client") == "real":
-                if service not in REAL_CLIENTS:
+                if dst in self.raw_clusters:
+                    self.error(path + ("client",), f"{dst} is a cluster: its nodes answer with the "
+                               "lab's listener, not real servers; remove client: real")
+                elif service not in REAL_CLIENTS:
                     self.error(path + ("client",), f"no real client for {service!r}; real "
                                f"clients speak {', '.join(sorted(REAL_CLIENTS))}")
                 elif target is not None and (target.servers is None or

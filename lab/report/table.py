@@ -6,6 +6,8 @@ JUnit and HTML writers so every report says the same thing in the same words.
 
 from __future__ import annotations
 
+import re
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -86,6 +88,8 @@ def short_evidence(ev: Evidence) -> str:
             parts.append(f"{ev.clear_packets} clear")
     if ev.throughput_mbps is not None:
         parts.insert(0, f"{ev.throughput_mbps:g} Mbit/s")
+    if ev.answered_by:  # to a cluster: which node ("answered by be1")
+        parts.insert(0, re.split(r" \(|;", ev.answered_by)[0])
     readable = [name for name, flag in (("marker", ev.marker_in_clear),
                                         ("credential", ev.credential_in_clear)) if flag]
     if readable:

@@ -157,6 +157,8 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
         why = ev.error or "no answer"
         heard = "the listener got it but the answer was lost" if ev.received_by_server else "never reached the listener"
         parts = [f"not delivered ({why} after {ev.seconds:.1f} s of {timeout:.0f})", heard]
+        if ev.answered_by:
+            parts.append(ev.answered_by)
         if ev.dropped_by:
             parts.append(ev.dropped_by)
         elif firewalled:  # the topology has a firewall, and it let this flow's packets by
@@ -164,7 +166,7 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
         if ev.xfrm_errors:
             parts.append("receiver XFRM: " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items())))
         return "; ".join(parts + _ike_text(ev, dropped=True))
-    parts = [f"delivered in {ev.seconds:.2f} s"]
+    parts = [f"delivered in {ev.seconds:.2f} s"] + ([ev.answered_by] if ev.answered_by else [])
     if ev.throughput_mbps is not None:
         parts.append(f"{ev.bulk_bytes // 1024} KiB at {ev.throughput_mbps:g} Mbit/s")
     if ev.clear_packets and observed != "clear" and ev.clear_handshake:
@@ -199,8 +201,9 @@ def _throughput(outcome: dict) -> float | None:
 
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
           networks: list[str], expectation, ike=None, soft_sa: str | None = None,
-          firewall=None) -> Verdict:
-    """`firewall`: a lab.verdicts.firewall.FirewallJudge, when the topology has firewalls."""
+          firewall=None, answered_by: str | None = None) -> Verdict:
+    """`firewall`: a lab.verdicts.firewall.FirewallJudge, when the topology has firewalls.
+    `answered_by`: for a flow to a cluster, which node answered (probe["dst"] is that node)."""
     probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
     if probe.get("client"):  # a real client may not know its port: read it from the wire
         probe["sport"] = realclient.client_port(probe, packets)
@@ -230,6 +233,7 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         throughput_mbps=_throughput(outcome),
         dropped_by=firewall.where_dropped(probe, packets) if firewall and not delivered else None,
         firewall_passed=firewall.passed(probe) if firewall and delivered else None,
+        answered_by=answered_by,
     )
     observed = observe(delivered, mine)
     observed = realclient.observed(observed, probe, outcome, ev)  # refused, tls (real clients)

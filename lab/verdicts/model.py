@@ -55,6 +55,7 @@ class Evidence:
     throughput_mbps: float | None = None
     dropped_by: str | None = None  # "dropped at firewall fw: ... filter 'default drop' counted 14"
     firewall_passed: str | None = None  # a delivered flow's allow filters and their counters
+    answered_by: str | None = None  # to a cluster: "answered by be1 (node of mbx, VIP 10.10.2.20)"
 
     @property
     def clear_packets(self) -> int:

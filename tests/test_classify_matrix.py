@@ -170,3 +170,19 @@ def test_esp_with_the_null_cipher_shows_the_marker(tmp_path, proto):
     assert v.observed == "esp" and v.ok
     assert v.evidence.marker_in_clear and v.evidence.credential_in_clear
     assert "marker readable on the wire" in v.reason and "marker never readable" not in v.reason
+
+
+@pytest.mark.parametrize("selector", ["[icmp]", "[icmp/8]", "[icmp/0]", ""])
+def test_esp_for_icmp_is_attributed_whatever_type_the_selector_names(tmp_path, selector):
+    """An echo request (type 8) and its reply (type 0) share one SA: its ICMP selector, with or
+    without a type, covers the flow; a TCP-only SA does not."""
+    wrpcap(str(tmp_path / "dmz.pcap"), _packets("icmp", "esp", tunnel=False))
+    packets = read_capture("dmz", str(tmp_path / "dmz.pcap"))
+    sas = _sas("icmp", "esp", tunnel=False)
+    child = sas["fe"][0]["rule-r"]["child-sas"]["r-1"]
+    child["local-ts"], child["remote-ts"] = [f"{FE}/32{selector}"], [f"{BE}/32{selector}"]
+    plan, outcome = _probe("icmp")
+    exp = Expectation("fe", "be", parse_service("icmp"), Result.ESP)
+    assert judge(plan, outcome, [], packets, child_sas(sas), ["dmz"], exp).observed == "esp"
+    child["local-ts"], child["remote-ts"] = [f"{FE}/32[tcp]"], [f"{BE}/32[tcp/http]"]
+    assert judge(plan, outcome, [], packets, child_sas(sas), ["dmz"], exp).observed == "unobserved"

@@ -19,6 +19,8 @@ The rules, in order:
 
 from __future__ import annotations
 
+import re
+
 from lab.compile.strongswan import covers
 from lab.verdicts import realclient
 from lab.verdicts.model import ChildSa, Evidence, SaRef, SegmentCount, Verdict
@@ -78,8 +80,14 @@ def covering_sas(rows: list[ChildSa], probe: dict) -> list[ChildSa]:
 
 
 def _covers(row: ChildSa, me: str, me_port: int | None, peer: str, peer_port: int | None, proto: str) -> bool:
-    return any(covers(ts, me, proto, me_port) for ts in row.local_ts) and \
-        any(covers(ts, peer, proto, peer_port) for ts in row.remote_ts)
+    return any(covers(_ts(ts, proto), me, proto, me_port) for ts in row.local_ts) and \
+        any(covers(_ts(ts, proto), peer, proto, peer_port) for ts in row.remote_ts)
+
+
+def _ts(ts: str, proto: str) -> str:
+    """ICMP selectors carry type and code where ports would be (`[icmp/8]`); an echo and its
+    reply differ in type, so an ICMP flow is judged by the protocol alone."""
+    return re.sub(r"\[icmp/[^\]]*\]", "[icmp]", ts) if proto == "icmp" else ts
 
 
 def _is_flow(p: Packet, probe: dict, proto_num: int) -> bool:

@@ -2,7 +2,7 @@
 
 Every run owns a directory `<state>/<run_id>/` holding `owner.pid`; every process a run starts
 carries LAB_RUN_ID in its environment (the guest also has `umid=lab-<run_id>` on its command
-line), and every namespace is named `lab-<run_id>-<host>`. A run whose owner is gone is stale.
+line), and every namespace is named `lab-<run_id>-h<index>` (or `-sw`). A run whose owner is gone is stale.
 """
 
 from __future__ import annotations

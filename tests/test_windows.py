@@ -19,7 +19,7 @@ from lab.model.load import load_topology
 from lab.model.topology import Filter, Policy, Topology
 from lab.windows.importer import read_script
 from lab.windows.mapper import build, check
-from lab.windows.writers import FORMATS, expand, export
+from lab.windows.writers import FORMATS, expand, expand_methods, export
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "windows"
@@ -42,7 +42,7 @@ def canonical(policy: Policy, keep_description: bool) -> Policy:
         if f.destination.kind == "me" and f.source.kind != "me":
             f = Filter(f.destination, f.source, f.protocol, f.destination_port, f.source_port)
         rules.append(replace(r, filter=f, security=tuple(expand(r)) if r.negotiates else ()))
-    return replace(policy, rules=tuple(rules),
+    return replace(policy, rules=tuple(rules), respond_security=tuple(expand_methods(policy.respond_security)),
                    description=policy.description if keep_description else "")
 
 
@@ -170,6 +170,10 @@ REFUSED = [
     ("ipseccmd -w REG -p P -r R -f 0+10.0.0.1 -n ESP[3DES,SHA] -a KERBEROS", "Kerberos"),
     ("netsh ipsec static add filter filterlist=l srcaddr=me dstaddr=DNS", "server-type"),
     ("netsh ipsec static add policy name=p mmpfs=yes", "master key PFS"),
+    ("netsh ipsec static set defaultrule policy=nope qmsecmethods=ESP[3DES,SHA1] psk=k",
+     "no policy 'nope' added before this line"),
+    ('netsh ipsec static set defaultrule policy="Client (Respond Only)" qmsecmethods=AH[SHA1]',
+     "the lab's built-in is fixed"),
     ("copy a b", "not an IPsec command"),
     ('netsh ipsec static add filter filterlist="unbalanced srcaddr=me', "cannot read"),
 ]
@@ -288,3 +292,18 @@ def test_fuzz_mutated_scripts_never_crash(tmp_path):
             check(result.text, "x.yaml")
         except TopologyError as e:
             assert e.problems
+
+
+def test_the_default_response_rules_methods_travel_through_netsh(tmp_path, capsys):
+    """`set defaultrule ... qmsecmethods=` <-> `default_response: {security: [...]}`."""
+    script = tmp_path / "be.cmd"
+    script.write_text("netsh ipsec static add policy name=only-3des\n"
+                      'netsh ipsec static set defaultrule policy=only-3des qmsecmethods="ESP[3DES,SHA1] '
+                      'AH[MD5]" psk=k\n'
+                      "netsh ipsec static set policy name=only-3des assign=yes\n")
+    out = tmp_path / "out.yaml"
+    assert main(["import", f"be={script}", "--host", "be=10.0.0.5", "-o", str(out)]) == 0, \
+        capsys.readouterr().err
+    policy = load_topology(out).policy("only-3des")
+    assert policy.respond and [(m.protocol.value, m.encryption, m.integrity) for m in policy.respond_security] \
+        == [("esp", "3des", "sha1"), ("ah", None, "md5")]

@@ -67,6 +67,7 @@ class DraftPolicy:
     description: str = ""
     respond: bool = True  # the default response rule
     rules: list[DraftRule] = field(default_factory=list)
+    respond_security: list[dict] = field(default_factory=list)  # its methods, when the script set them
 
     def raw(self, ends: dict[str, str]) -> dict:
         out: dict = {}
@@ -74,6 +75,8 @@ class DraftPolicy:
             out["description"] = self.description
         if not self.respond:
             out["default_response"] = False
+        elif self.respond_security:
+            out["default_response"] = {"security": list(self.respond_security)}
         out["rules"] = [r.raw(ends) for r in self.rules]
         return out
 

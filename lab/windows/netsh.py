@@ -1,5 +1,6 @@
 """`netsh ipsec static` (Windows Server 2003): policies, filter lists, filters, filter actions,
-rules, `set policy ... assign=yes`, and `netsh ipsec dynamic set config ipsecexempt`.
+rules, `set policy ... assign=yes`, `set defaultrule` (the default response rule: on or off, and
+its security methods), and `netsh ipsec dynamic set config ipsecexempt`.
 
 Syntax: "Netsh commands for Internet Protocol security (IPsec)", Windows Server 2003 Technical
 Reference (netsh ipsec static add policy|filterlist|filter|filteraction|rule, set policy).
@@ -27,6 +28,8 @@ TAGS = {
     ("set", "policy"): ("name", "newname", "description", "mmpfs", "qmpermm", "mmlifetime",
                         "activatedefaultrule", "pollinginterval", "assign", "gponame",
                         "mmsecmethods"),
+    ("set", "defaultrule"): ("policy", "qmpfs", "activate", "qmsecmethods", "kerberos", "psk",
+                             "rootca"),
 }
 CONFIG = ("property", "value")
 _PROTOCOLS = {"any": None, "tcp": "tcp", "udp": "udp", "icmp": "icmp", "0": None, "6": "tcp",
@@ -88,8 +91,8 @@ class NetshReader:
             return
         if verb not in TAGS:
             raise Refusal(f"netsh ipsec static {' '.join(rest[:2])}: not a command the importer "
-                          f"reads (add policy|filterlist|filter|filteraction|rule, set policy, "
-                          "delete all)")
+                          f"reads (add policy|filterlist|filter|filteraction|rule, set policy|"
+                          "defaultrule, delete all)")
         args = tagged(rest[2:], TAGS[verb])
         getattr(self, "_" + "_".join(verb))(cmd.where, args)
 
@@ -122,6 +125,30 @@ class NetshReader:
         if "description" in a:
             policy.description = a["description"]
         self._policy_settings(where, policy, a)
+
+    def _set_defaultrule(self, where: Where, a: dict) -> None:
+        """The default response rule of a policy added before: on or off, and its methods."""
+        name = _need(a, "policy")
+        if builtin(name):
+            raise Refusal(f"set defaultrule on the default policy {name!r}: the lab's built-in is "
+                          "fixed; copy it into a policy of your own")
+        if name not in self.policies:
+            raise Refusal(f"no policy {name!r} added before this line")
+        if "qmpfs" in a and yes_no("qmpfs", a["qmpfs"]):
+            raise Refusal("qmpfs=yes on the default response rule: it answers with or without "
+                          "PFS as the peer asks; remove qmpfs")
+        policy = self.policies[name]
+        if "activate" in a:
+            policy.respond = yes_no("activate", a["activate"])
+        if "qmsecmethods" in a:
+            policy.respond_security = methods.netsh_in(a["qmsecmethods"])
+        if "kerberos" in a and yes_no("kerberos", a["kerberos"]):
+            raise Refusal("kerberos=yes: the lab cannot authenticate IKE with Kerberos "
+                          "(strongSwan has no GSS-API); use psk= or rootca=")
+        auth = ["psk"] * ("psk" in a) + ["certificates"] * ("rootca" in a)
+        if len(auth) > 1:
+            raise Refusal("both psk= and rootca=: the lab authenticates with one method")
+        self.draft.auth += [(method, where) for method in auth]
 
     def _policy_settings(self, where: Where, policy: DraftPolicy, a: dict) -> None:
         if "mmpfs" in a and yes_no("mmpfs", a["mmpfs"]):

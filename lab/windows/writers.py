@@ -128,6 +128,11 @@ class _Writer:
         out.append(policy)
         auth = f' psk="{PSK}"' if self.t.auth_method == "psk" else \
             f' rootca="{ROOTCA} certmap:no excludecaname:no"'
+        if p.respond and p.respond_security:  # the default response rule's methods, edited
+            offers = self.attempt(None, lambda: " ".join(
+                methods.netsh_out(m) for m in expand_methods(p.respond_security)))
+            out.append(f"netsh ipsec static set defaultrule policy={q(p.name)} "
+                       f"qmsecmethods={q(offers)}{auth}")
         for rule in p.rules:
             f = self.attempt(rule, lambda: self._netsh_filter(rule))
             act = self.attempt(rule, lambda: self._netsh_action(rule))
@@ -177,6 +182,9 @@ class _Writer:
         if not p.respond:
             self.refuse(None, "default_response: false: ipseccmd cannot turn off the default "
                         "response rule of a policy it creates")
+        elif p.respond_security:
+            self.refuse(None, "default_response: {security: ...}: ipseccmd cannot set the "
+                        "default response rule's methods; export with netsh")
         out = [f"rem {p.description}"] if p.description else []
         mm = ""
         if self.t.ike_methods:
@@ -278,8 +286,13 @@ class _Writer:
 def expand(rule: Rule) -> list[SecurityMethod]:
     """The rule's offers with the lab's defaults written out: what charon actually proposes
     (lab.compile.proposals), so the exported script offers exactly what was verified."""
+    return expand_methods(rule_methods(rule))
+
+
+def expand_methods(offers) -> list[SecurityMethod]:
+    """Security methods with the lab's default algorithms written out."""
     out: list[SecurityMethod] = []
-    for m in rule_methods(rule):
+    for m in offers:
         if m.protocol is Security.AH:
             found = [SecurityMethod(Security.AH, None, p, m.lifetime_seconds,
                                     m.lifetime_kilobytes) for p in _ah(m)]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lab import cleanup, preflight
 from lab.compile.plan import build_plan, destination_address
+from lab.compile.strongswan import covers
 from lab.errors import LabError, ProviderError
 from lab.model.load import load_topology
 from lab.pki import LabPki, build_pki
@@ -189,7 +190,7 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
         address = p["cluster"]["vip"] if node else str(destination_address(src, dst))
         pair = ((src.name, p["src_address"]), (dst.name, address))
         verdicts.append(judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp,
-                              ike=ike_log.outcome(results, logs, *pair), soft_sa=_soft_sa(results, pair),
+                              ike=ike_log.outcome(results, logs, *pair), soft_sa=_soft_sa(results, pair, p, outcomes[p["id"]]),
                               firewall=firewall or None, answered_by=answered))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
     return RunReport(
@@ -213,13 +214,25 @@ def answering_node(probe: dict, received: list[dict]) -> tuple[str | None, str |
     return holder, f"{cluster['name']}'s VIP {cluster['vip']} held by {holder}; no node's listener logged the probe"
 
 
-def _soft_sa(results: dict, pair) -> str | None:
-    """Did either host fall back to clear for the other (Windows soft SA)?"""
+def _soft_sa(results: dict, pair, probe: dict, outcome: dict) -> str | None:
+    """Did either host fall back to clear for the other (Windows soft SA) on a rule that covers
+    this flow? A require rule towards the same peer gets no soft SA and stays blocked."""
     for (host, _), (_, peer) in (pair, pair[::-1]):
+        peer_port = probe["port"] if host == pair[0][0] else outcome.get("sport")
         for entry in results.get("soft_sas", {}).get(host, []):
-            if entry.get("peer") == peer:
+            if entry.get("peer") != peer:
+                continue
+            # A real client may not report its port: then address and protocol decide.
+            if any(covers(ts if peer_port is not None else _without_port(ts), peer, probe["protocol"],
+                          peer_port or 0) for ts in entry.get("remote_ts", [])):
                 return f"{host} fell back to clear for {peer} after {entry['after']:.1f} s of IKE silence (soft SA)"
     return None
+
+
+def _without_port(ts: str) -> str:
+    """`10.10.2.20/32[tcp/80]` -> `10.10.2.20/32[tcp]`."""
+    net, _, rest = ts.partition("[")
+    return f"{net}[{rest.rstrip(']').partition('/')[0]}]" if rest else net
 
 
 def keep_artifacts(outdir: str, report_dir: str, psk: str, pki: LabPki | None = None) -> dict[str, str]:

@@ -16,7 +16,7 @@ from lab.verdicts.wire import read_capture
 
 FE, BE = "10.10.1.10", "10.10.2.20"
 T0 = 1_000_000.0
-SAS = {"fe": [{"rule-fe-be-http": {"remote-host": BE, "child-sas": {"fe-be-http-2": {
+SAS = {"fe": [{"peer-be": {"remote-host": BE, "child-sas": {"fe-be-http-2": {
     "name": "fe-be-http", "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "ESP",
     "spi-in": "ca17170d", "spi-out": "c02f0cbe", "encr-alg": "AES_GCM_16", "encr-keysize": "256",
     "bytes-in": "163", "bytes-out": "293", "packets-in": "4", "packets-out": "6",
@@ -187,12 +187,12 @@ def _tunnel_sas():
         return {"name": name, "state": "INSTALLED", "mode": "TUNNEL", "protocol": "ESP", "spi-in": spi_in,
                 "spi-out": spi_out, "local-ts": [local_ts], "remote-ts": [remote_ts]}
     return {
-        "fe": [{"rule-to-be": {"local-host": FE, "remote-host": FW_DMZ, "child-sas": {
+        "fe": [{"peer-fw": {"local-host": FE, "remote-host": FW_DMZ, "child-sas": {
             "a": child("to-be", "c1000001", "c1000002", f"{FE}/32[tcp]", f"{BE}/32[tcp/http]")}}}],
-        "fw": [{"rule-leg-be": {"local-host": FW_INT, "remote-host": BE, "child-sas": {
+        "fw": [{"peer-be": {"local-host": FW_INT, "remote-host": BE, "child-sas": {
             "b": child("leg-be", "c2000001", "c2000002", f"{FE}/32[tcp]", f"{BE}/32[tcp/http]")}}}],
         # A gateway SA for other traffic: its ESP must not count.
-        "gw": [{"rule-other": {"local-host": FW_INT, "remote-host": BE, "child-sas": {
+        "gw": [{"peer-be": {"local-host": FW_INT, "remote-host": BE, "child-sas": {
             "c": child("other", "c3000001", "c3000002", f"{FE}/32[udp]", f"{BE}/32[udp/53]")}}}],
     }
 
@@ -231,7 +231,7 @@ def test_natted_clear_packets_of_the_flow_still_count_as_clear(capture):
 
 
 def test_esp_in_udp_through_nat_is_attributed_by_the_responders_sa(capture):
-    sas = {"be": [{"respond": {"local-host": BE, "remote-host": FE_OUT, "child-sas": {"r": {
+    sas = {"be": [{"peer-any": {"local-host": BE, "remote-host": FE_OUT, "child-sas": {"r": {
         "name": "respond", "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "ESP", "spi-in": "c4000001",
         "spi-out": "c4000002", "local-ts": [f"{BE}/32[tcp/http]"], "remote-ts": [f"{FE}/32[tcp]"]}}}}]}
     pkts = capture("internal", [
@@ -242,8 +242,8 @@ def test_esp_in_udp_through_nat_is_attributed_by_the_responders_sa(capture):
 
 
 def test_esp_beyond_the_nat_is_attributed_by_the_initiators_sa_translated(capture):
-    sas = {"fe": [{"rule-fe-be-http": {"local-host": FE, "remote-host": BE,
-                                       "child-sas": SAS["fe"][0]["rule-fe-be-http"]["child-sas"]}}]}
+    sas = {"fe": [{"peer-be": {"local-host": FE, "remote-host": BE,
+                                       "child-sas": SAS["fe"][0]["peer-be"]["child-sas"]}}]}
     pkts = capture("internal", [
         frame(IP(src=FE_OUT, dst=BE) / UDP(sport=4500, dport=4500) / Raw(bytes.fromhex("c02f0cbe") + b"\0\0\0\1" + b"x" * 60), T0 + 1.0)])
     plan, outcome = probe()

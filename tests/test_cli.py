@@ -57,7 +57,7 @@ def test_missing_file(capsys):
 
 def test_compile_prints_the_connections(capsys):
     code, out, _ = run(capsys, "compile", str(DEFAULT), "--host", "fe")
-    assert code == 0 and "rule-fe-be-http" in out and '"start_action": "trap"' in out
+    assert code == 0 and "peer-be" in out and '"start_action": "trap"' in out
 
 
 def test_help_explains_the_verbs(capsys):

@@ -23,8 +23,8 @@ def topo():
 def test_require_rule_is_a_trapped_transport_child(topo):
     conns = compile_host(topo, topo.host("fe"))
     # Windows keeps the default response rule active in a custom policy unless it is turned off.
-    assert list(conns) == ["rule-fe-be-http", "respond"]
-    conn = conns["rule-fe-be-http"]
+    assert list(conns) == ["peer-be", "peer-any"]  # one IKE connection per peer
+    conn = conns["peer-be"]
     assert conn["remote_addrs"] == ["10.10.2.20"]
     assert conn["local_addrs"] == ["10.10.1.10"]
     assert conn["mobike"] == "no"
@@ -38,9 +38,9 @@ def test_require_rule_is_a_trapped_transport_child(topo):
 
 def test_respond_only_answers_any_peer_and_never_initiates(topo):
     conns = compile_host(topo, topo.host("be"))
-    assert list(conns) == ["respond"]
-    child = conns["respond"]["children"]["respond"]
-    assert conns["respond"]["remote_addrs"] == ["%any"]
+    assert list(conns) == ["peer-any"]
+    child = conns["peer-any"]["children"]["respond"]
+    assert conns["peer-any"]["remote_addrs"] == ["%any"]
     assert child["start_action"] == "none"
     assert child["local_ts"] == child["remote_ts"] == ["dynamic"]
     assert child["esp_proposals"] and child["ah_proposals"]  # accepts what the initiator asks

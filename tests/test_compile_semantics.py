@@ -46,7 +46,7 @@ def test_lifetimes_are_hard_limits_with_rekeying_before():
 def test_ikev1_main_mode_with_windows_methods():
     topo = load_topology(TOPOLOGIES / "windows-2003-ikev1.yaml")
     assert ike_proposals(topo) == ["3des-sha1-modp1024"]
-    conn = compile_host(topo, topo.host("fe"))["rule-fe-be-http"]
+    conn = compile_host(topo, topo.host("fe"))["peer-be"]
     assert conn["version"] == "1" and conn["aggressive"] == "no" and conn["reauth_time"] == "480m"
     child = conn["children"]["fe-be-http"]
     assert child["esp_proposals"] == ["3des-sha1-modp1024", "des-md5-modp1024"]
@@ -54,7 +54,7 @@ def test_ikev1_main_mode_with_windows_methods():
 
 
 def test_respond_only_accepts_windows_methods_with_and_without_pfs(matrix):
-    child = compile_host(matrix, matrix.host("b-resp"))["respond"]["children"]["respond"]
+    child = compile_host(matrix, matrix.host("b-resp"))["peer-any"]["children"]["respond"]
     assert "3des-sha1" in child["esp_proposals"] and "des-md5" in child["esp_proposals"]
     assert any(p.startswith("3des-sha1-modp1024") for p in child["esp_proposals"])
     assert "sha1" in child["ah_proposals"] and "md5" in child["ah_proposals"]
@@ -64,11 +64,15 @@ def test_request_server_gets_inpass_and_fallback_hints(matrix):
     host = matrix.host("a-req")
     hints = runtime_hints(matrix, host)
     conns = compile_host(matrix, host)
-    trap_prio = int(conns["rule-all-ip-traffic"]["children"]["all-ip-traffic"]["priority"])
+    trap_prio = int(conns["peer-any"]["children"]["all-ip-traffic"]["priority"])
     assert hints["inpass"] == [trap_prio]
-    fb = hints["fallback"]["rule-all-ip-traffic"]
-    assert fb["seconds"] == 3.0 and fb["priority"] == trap_prio - 1 and fb["remote_suffix"] == ""
-    assert conns["rule-all-ip-traffic"]["remote_addrs"] == ["%any"]  # All IP Traffic: any peer
+    fb = hints["fallback"]["peer-any"]
+    assert fb["seconds"] == 3.0 and fb["children"] == [{
+        "rule": "all-ip-traffic", "local_ts": ["10.20.0.13/32"], "remote_suffix": "",
+        "remote_prefixes": ["0.0.0.0/0"], "priority": trap_prio - 1}]
+    assert conns["peer-any"]["remote_addrs"] == ["%any"]  # All IP Traffic: any peer
+    # ... in the same connection as the default response rule, so any peer finds either
+    assert list(conns["peer-any"]["children"]) == ["all-ip-traffic", "respond"]
 
 
 def test_secure_server_has_inpass_but_no_fallback(matrix):

@@ -98,7 +98,7 @@ def test_nat_errors(tmp_path):
 def test_tunnel_rules_compile_to_tunnel_children_on_both_legs():
     t = load_topology(ROOT + "firewall-tunnels.yaml")
     fw = compile_host(t, t.host("fw"))
-    leg_fe, leg_be = fw["rule-leg-fe"], fw["rule-leg-be"]
+    leg_fe, leg_be = fw["peer-fe"], fw["peer-be"]
     assert leg_fe["local_addrs"] == ["10.10.1.1"] and leg_fe["remote_addrs"] == ["10.10.1.10"]
     assert leg_fe["children"]["leg-fe"]["mode"] == "tunnel"
     assert leg_fe["children"]["leg-fe"]["local_ts"] == ["10.10.2.20/32[tcp/80]"]
@@ -106,8 +106,8 @@ def test_tunnel_rules_compile_to_tunnel_children_on_both_legs():
     assert leg_be["local_addrs"] == ["10.10.2.1"] and leg_be["remote_addrs"] == ["10.10.2.20"]
     assert leg_be["children"]["leg-be"]["local_ts"] == ["10.10.1.10/32[tcp]"]
     assert leg_be["local-1"]["id"] == "10.10.2.1"
-    assert "respond" not in fw
-    fe = compile_host(t, t.host("fe"))["rule-to-be-via-fw"]
+    assert "peer-any" not in fw
+    fe = compile_host(t, t.host("fe"))["peer-fw"]
     assert fe["remote_addrs"] == ["10.10.1.1"] and fe["children"]["to-be-via-fw"]["remote_ts"] == ["10.10.2.20/32[tcp/80]"]
 
 

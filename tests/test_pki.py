@@ -94,12 +94,12 @@ def test_every_run_gets_a_new_ca(publish, pki):
 
 def test_pubkey_connections(publish):
     roamer = compile_host(publish, publish.host("roamer"))
-    conn = roamer["rule-to-edge-https"]
+    conn = roamer["peer-edge"]
     assert conn["local-1"] == {"auth": "pubkey", "id": "CN=roamer"}
     # the peer named in the filter must present its own certificate, checked against the CRL
     assert conn["remote-1"] == {"auth": "pubkey", "id": "CN=edge", "revocation": "strict"}
     assert conn["send_cert"] == "always"
-    edge = compile_host(publish, publish.host("edge"))["rule-https-from-anyone"]
+    edge = compile_host(publish, publish.host("edge"))["peer-any"]
     assert edge["remote-1"] == {"auth": "pubkey", "id": "%any", "revocation": "strict"}
     assert edge["remote_addrs"] == ["%any"]
     # a rule answering any peer: one fixed reqid, so the trap and the SAs it answers agree
@@ -107,7 +107,7 @@ def test_pubkey_connections(publish):
     assert child["reqid"] == child["priority"]
     assert "reqid" not in conn["children"]["to-edge-https"]
     topo = load_topology(CERTS)
-    respond = compile_host(topo, topo.host("be"))["respond"]
+    respond = compile_host(topo, topo.host("be"))["peer-any"]
     assert respond["local-1"] == {"auth": "pubkey", "id": "CN=be"}
     assert respond["remote-1"] == {"auth": "pubkey", "id": "%any", "revocation": "strict"}
 
@@ -115,11 +115,11 @@ def test_pubkey_connections(publish):
 def test_psk_connections_unchanged():
     topo = load_topology(PSK)
     conns = compile_host(topo, topo.host("fe"))
-    assert conns["rule-fe-be-http"]["local-1"] == {"auth": "psk", "id": "10.10.1.10"}
-    assert conns["rule-fe-be-http"]["remote-1"] == {"auth": "psk", "id": "10.10.2.20"}
-    assert conns["respond"]["local-1"] == {"auth": "psk"}
-    assert conns["respond"]["remote-1"] == {"auth": "psk", "id": "%any"}
-    assert "send_cert" not in conns["rule-fe-be-http"]
+    assert conns["peer-be"]["local-1"] == {"auth": "psk", "id": "10.10.1.10"}
+    assert conns["peer-be"]["remote-1"] == {"auth": "psk", "id": "10.10.2.20"}
+    assert conns["peer-any"]["local-1"] == {"auth": "psk"}
+    assert conns["peer-any"]["remote-1"] == {"auth": "psk", "id": "%any"}
+    assert "send_cert" not in conns["peer-be"]
 
 
 def test_no_private_key_in_the_plan_only_in_the_0600_secrets(tmp_path, publish, pki):

@@ -35,7 +35,8 @@ def certificate_id(host: str) -> str:
 
 
 SHUNT_CONN = "shunts"  # never selected by a real peer: its remote is 127.0.0.1
-RESPOND_CONN = "respond"
+ANY_PEER = "any"  # rules towards subnets or any, and the default response rule
+RESPOND_CHILD = "respond"
 
 
 def traffic_selectors(prefixes, protocol: str | None, port: int | None) -> list[str]:
@@ -118,9 +119,48 @@ def _ike_common(topology: Topology, host: Host) -> dict:
     return conn
 
 
-def negotiate_connection(topology: Topology, host: Host, rule: Rule, index: int) -> dict:
+def peer_of(topology: Topology, host: Host, rule: Rule) -> str:
+    """The computer a Negotiate rule talks IKE with, by name: a host or cluster (whether the
+    filter names it or one of its addresses), the tunnel endpoint, other /32 addresses as
+    written, or `any` when the far end is a subnet or any (the peer comes from the packet).
+    Windows negotiates one Main Mode per pair of computers, so rules with the same peer share
+    one IKE connection."""
+    if rule.tunnel_endpoint:
+        return rule.tunnel_endpoint
+    _, _, far = local_and_remote(host, rule.filter)
+    if far.kind in ("host", "cluster"):
+        return far.text
+    addrs = _peer_addresses(far, host)
+    if addrs == ["%any"]:
+        return ANY_PEER
+    for h in topology.hosts:
+        if set(addrs) <= {str(a) for a in h.addresses}:
+            return h.name
+    for c in topology.clusters:
+        if addrs == [str(c.vip)]:
+            return c.name
+    return "+".join(addrs)
+
+
+def connection_name(peer: str) -> str:
+    """One IKE connection per peer: `peer-be`, `peer-mbx`, `peer-any`. The name is what charon
+    tags its log lines and list-sas entries with."""
+    return f"peer-{peer}"
+
+
+def peer_groups(topology: Topology, host: Host) -> dict[str, list[tuple[int, Rule]]]:
+    """The host's Negotiate rules by IKE connection name, each with its index in the policy
+    (the index keeps kernel priorities unique), in policy order."""
+    groups: dict[str, list[tuple[int, Rule]]] = {}
+    for index, rule in enumerate(topology.policy(host.policy).rules):
+        if rule.negotiates:
+            groups.setdefault(connection_name(peer_of(topology, host, rule)), []).append((index, rule))
+    return groups
+
+
+def rule_child(topology: Topology, host: Host, rule: Rule, index: int) -> dict:
+    """One Negotiate rule: one CHILD_SA (a Windows Quick Mode per filter), trapped."""
     local_ts, remote_ts, peer = local_and_remote(host, rule.filter)
-    peers = _peer_addresses(peer, host)
     child = {
         "mode": "transport",
         "local_ts": local_ts,
@@ -132,21 +172,95 @@ def negotiate_connection(topology: Topology, host: Host, rule: Rule, index: int)
         **child_proposals(rule),
         **child_lifetimes(rule),
     }
-    if peers == ["%any"]:
+    if rule.tunnel_endpoint:  # B10: the filter is the tunnel's inner traffic
+        local_ts, remote_ts, _, _ = tunnel_ends(topology, host, rule)
+        child.update(mode="tunnel", local_ts=local_ts, remote_ts=remote_ts)
+    if _peer_addresses(peer, host) == ["%any"]:
         # Answering a peer, charon installs the CHILD_SA's policies with selectors narrowed to
         # that peer but the rule's explicit priority; on the tie the kernel prefers the trap's
         # older policy, whose dynamic reqid matches no SA (XfrmInTmplMismatch: the protected
         # SYN is dropped after decryption, the SYN-ACK triggers a new IKE). One fixed reqid
         # per rule (its unique priority) lets the trap and every SA of the rule agree.
-        child["reqid"] = str(priority(rule, host, index))
+        child["reqid"] = child["priority"]
+    return child
+
+
+def answer_only(child: dict) -> dict:
+    """A rule towards a subnet or `any`, carried in a named peer's connection too: charon
+    answers a peer from the one connection it picked for it (the named one), so the rule must
+    be there to be found; its trap stays in `peer-any`, so this copy never initiates."""
+    copy = {k: v for k, v in child.items() if k not in ("dpd_action", "close_action")}
+    copy["start_action"] = "none"
+    return copy
+
+
+def _covers_peer(rule: Rule, host: Host, addresses: list[str]) -> bool:
+    """Does the far end of this rule's filter contain one of the peer's addresses?"""
+    _, _, far = local_and_remote(host, rule.filter)
+    return any(ipaddress.ip_address(a) in net for a in addresses for net in far.prefixes_for(host))
+
+
+def peer_addresses(topology: Topology, host: Host, peer: str, rules: list[Rule]) -> list[str]:
+    """IKE addresses of a named peer: a host's addresses, a cluster's VIP, else as written."""
+    if any(h.name == peer for h in topology.hosts):
+        return [str(a) for a in topology.host(peer).addresses]
+    if any(c.name == peer for c in topology.clusters):
+        return [str(topology.cluster(peer).vip)]
+    return _peer_addresses(local_and_remote(host, rules[0].filter)[2], host)
+
+
+def peer_connection(topology: Topology, host: Host, peer: str, rules: list[tuple[int, Rule]],
+                    any_rules: list[tuple[int, Rule]]) -> dict:
+    """The IKE connection to one named peer: a child per rule towards it, then the rules towards
+    subnets or `any` that contain it (answer only), then the default response rule, which
+    answers what no filter matches, as Windows' does. charon's responder picks the child whose
+    selectors match the proposal best (equal beats contained), so a rule's own child wins over
+    the default response's dynamic one."""
+    named = [r for _, r in rules]
+    tunnels = [r for r in named if r.tunnel_endpoint]
+    if tunnels:  # B10: IKE between the two tunnel endpoints' addresses on a shared network
+        _, _, local_addr, peer_addr = tunnel_ends(topology, host, tunnels[0])
+        local_addrs, remote_addrs, local_id = [local_addr], [peer_addr], local_addr
+    else:
+        local_addrs = ike_addresses(topology, host)
+        remote_addrs = peer_addresses(topology, host, peer, named)
+        local_id = str(host.addresses[0])
+    peer_host = peer if any(h.name == peer for h in topology.hosts) else None
+    auth = authentication(topology, host, local_id, remote_addrs[0], peer_host)
+    children = {r.name: rule_child(topology, host, r, i) for i, r in rules}
+    for i, r in any_rules:
+        if not r.tunnel_endpoint and _covers_peer(r, host, remote_addrs):
+            children[r.name] = answer_only(rule_child(topology, host, r, i))
+    if topology.policy(host.policy).respond:
+        children[respond_child_name(children)] = respond_child(topology, host)
     return {
         **_ike_common(topology, host),
+        "local_addrs": local_addrs,
         **timer_options(topology.policy(host.policy)),
-        "remote_addrs": peers,
-        **authentication(topology, host, str(host.addresses[0]),
-                         peers[0] if len(peers) == 1 else "%any",
-                         peer.text if peer.kind == "host" else None),
-        "children": {rule.name: child},
+        "remote_addrs": remote_addrs,
+        **auth,
+        "children": children,
+    }
+
+
+def any_connection(topology: Topology, host: Host, rules: list[tuple[int, Rule]]) -> dict:
+    """Every peer no rule names: the rules towards subnets or `any` (their traps; charon takes
+    the peer from the packet) and the default response rule (Client (Respond Only)), which
+    accepts IKE from any peer and installs nothing until a peer asks, then only the selectors
+    it proposed. One connection, so that whichever rule a peer asks for is found in it."""
+    policy = topology.policy(host.policy)
+    children = {r.name: rule_child(topology, host, r, i) for i, r in rules}
+    if policy.respond:
+        children[respond_child_name(children)] = respond_child(topology, host)
+    # With rules, a fixed identity (as every rule connection has); answering only, none: the
+    # responder is whatever address the peer contacted (a cluster node answers as its VIP).
+    local_id = str(host.addresses[0]) if rules and not host.cluster else None
+    return {
+        **_ike_common(topology, host),
+        **(timer_options(policy) if rules else {}),
+        "remote_addrs": ["%any"],
+        **authentication(topology, host, local_id, "%any"),
+        "children": children,
     }
 
 
@@ -199,23 +313,6 @@ def tunnel_ends(topology: Topology, host: Host, rule: Rule) -> tuple[list[str], 
     return local, remote, str(local_addr), str(peer_addr)
 
 
-def tunnel_connection(topology: Topology, host: Host, rule: Rule, index: int) -> dict:
-    """A Negotiate rule with `tunnel: HOST`: a tunnel-mode CHILD_SA to that host (B10), trapped
-    like any Require rule; the filter is the tunnel's inner traffic."""
-    conn = negotiate_connection(topology, host, rule, index)
-    local_ts, remote_ts, local_addr, peer_addr = tunnel_ends(topology, host, rule)
-    conn["local_addrs"] = [local_addr]
-    conn["remote_addrs"] = [peer_addr]
-    for side, who, address in (("local-1", host.name, local_addr), ("remote-1", rule.tunnel_endpoint, peer_addr)):
-        if conn[side].get("auth") == "psk":
-            conn[side]["id"] = address
-        else:  # certificates: the endpoint's own machine certificate
-            conn[side]["id"] = certificate_id(who)
-    child = conn["children"][rule.name]
-    child.update(mode="tunnel", local_ts=local_ts, remote_ts=remote_ts)
-    return conn
-
-
 def shunt_child(host: Host, rule: Rule, index: int) -> dict:
     local_ts, remote_ts, _ = local_and_remote(host, rule.filter)
     return {
@@ -227,26 +324,22 @@ def shunt_child(host: Host, rule: Rule, index: int) -> dict:
     }
 
 
-def respond_connection(topology: Topology, host: Host) -> dict:
-    """Client (Respond Only) / the default response rule: accept what a peer proposes."""
+def respond_child(topology: Topology, host: Host) -> dict:
+    """The default response rule (Client (Respond Only)): accept what a peer proposes."""
     return {
-        **_ike_common(topology, host),
-        "remote_addrs": ["%any"],
-        # No fixed identity: the responder is whatever address the peer contacted (a cluster
-        # node answers as its VIP, as the initiator expects).
-        **authentication(topology, host, None, "%any"),
-        "children": {
-            "respond": {
-                "mode": "transport",
-                "local_ts": ["dynamic"],
-                "remote_ts": ["dynamic"],
-                "start_action": "none",
-                **{key: offers for key, default in (("esp_proposals", DEFAULT_ESP + WINDOWS_RESPONSE_ESP),
-                                                    ("ah_proposals", DEFAULT_AH + WINDOWS_RESPONSE_AH))
-                   if (offers := _respond_offers(topology, host, key, default))},
-            }
-        },
+        "mode": "transport",
+        "local_ts": ["dynamic"],
+        "remote_ts": ["dynamic"],
+        "start_action": "none",
+        **{key: offers for key, default in (("esp_proposals", DEFAULT_ESP + WINDOWS_RESPONSE_ESP),
+                                            ("ah_proposals", DEFAULT_AH + WINDOWS_RESPONSE_AH))
+           if (offers := _respond_offers(topology, host, key, default))},
     }
+
+
+def respond_child_name(children: dict) -> str:
+    """`respond`, unless a rule of the policy took that name."""
+    return RESPOND_CHILD if RESPOND_CHILD not in children else f"{RESPOND_CHILD}-default"
 
 
 # A responder goes along with the initiator's session-key PFS: each method is offered without
@@ -271,17 +364,24 @@ def _respond_offers(topology: Topology, host: Host, key: str, default: list[str]
 
 
 def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
-    """All connections one IPsec host loads, by name. Empty for a host without a policy."""
+    """All connections one IPsec host loads, by name. Empty for a host without a policy.
+
+    One IKE connection per peer, one child per Negotiate rule towards it (Windows: one Main
+    Mode per pair of computers, one Quick Mode per filter): `peer-<host or cluster>`, and
+    `peer-any` for rules towards subnets or any plus the default response rule. Permit and
+    block rules are shunts in `shunts`."""
     if not host.policy:
         return {}
     policy: Policy = topology.policy(host.policy)
+    groups = peer_groups(topology, host)
+    any_name = connection_name(ANY_PEER)
+    any_rules = groups.pop(any_name, [])
     conns: dict[str, dict] = {}
+    for name, rules in groups.items():
+        conns[name] = peer_connection(topology, host, name.removeprefix("peer-"), rules, any_rules)
     shunts: dict[str, dict] = exemption_children(topology, host)
     for index, rule in enumerate(policy.rules):
-        if rule.negotiates:
-            make = tunnel_connection if rule.tunnel_endpoint else negotiate_connection
-            conns[f"rule-{rule.name}"] = make(topology, host, rule, index)
-        else:
+        if not rule.negotiates:
             shunts[rule.name] = shunt_child(host, rule, index)
     if shunts:
         conns[SHUNT_CONN] = {
@@ -291,8 +391,8 @@ def compile_host(topology: Topology, host: Host) -> dict[str, dict]:
             "remote-1": {"auth": "psk"},
             "children": shunts,
         }
-    if policy.respond:
-        conns[RESPOND_CONN] = respond_connection(topology, host)
+    if any_rules or policy.respond:
+        conns[any_name] = any_connection(topology, host, any_rules)
     return conns
 
 
@@ -314,23 +414,26 @@ def charon_settings(topology: Topology, host: Host) -> dict[str, str]:
 def runtime_hints(topology: Topology, host: Host) -> dict:
     """What the executor must do beyond loading connections, in kernel terms:
     `inpass`: priorities of trap policies whose inbound side accepts unsecured packets;
-    `fallback`: per request connection, when and how to install a soft SA for a silent peer."""
+    `fallback`: per IKE connection, when to install soft SAs for a silent peer, and one entry
+    per request rule of that connection (its selectors, the peer's side as a suffix, which
+    peers it covers, and the priority just above its trap)."""
     if not host.policy:
         return {"inpass": [], "fallback": {}}
     policy = topology.policy(host.policy)
     inpass, fallback = [], {}
-    for index, rule in enumerate(policy.rules):
-        if not rule.negotiates:
-            continue
-        prio = priority(rule, host, index)
-        if rule.inbound_passthrough:
-            inpass.append(prio)
-        if rule.fallback_to_clear:
-            local_ts, remote_ts, _ = local_and_remote(host, rule.filter)
-            suffix = remote_ts[0][remote_ts[0].find("["):] if "[" in remote_ts[0] else ""
-            fallback[f"rule-{rule.name}"] = {"seconds": policy.fallback_seconds, "local_ts": local_ts,
-                                             "remote_suffix": suffix, "priority": prio - 1}
-    return {"inpass": inpass, "fallback": fallback}
+    for conn, rules in peer_groups(topology, host).items():
+        for index, rule in rules:
+            prio = priority(rule, host, index)
+            if rule.inbound_passthrough:
+                inpass.append(prio)
+            if rule.fallback_to_clear:
+                local_ts, remote_ts, far = local_and_remote(host, rule.filter)
+                suffix = remote_ts[0][remote_ts[0].find("["):] if "[" in remote_ts[0] else ""
+                hint = fallback.setdefault(conn, {"seconds": policy.fallback_seconds, "children": []})
+                hint["children"].append({"rule": rule.name, "local_ts": local_ts, "remote_suffix": suffix,
+                                         "remote_prefixes": [str(p) for p in far.prefixes_for(host)],
+                                         "priority": prio - 1})
+    return {"inpass": sorted(inpass), "fallback": fallback}
 
 
 def covers(ts: str, address: str, protocol: str, port: int) -> bool:

@@ -3,14 +3,19 @@ Simple Policy Update), talk to it in clear. If it answers and negotiation then f
 blocked: only silence falls back.
 
 Runs inside the lab kernel, one thread per charon that has `request` rules. It polls list-sas
-over its own VICI session: an IKE_SA of a request connection that is still CONNECTING with no
-responder SPI after the fallback time has had no answer at all. The soft SA is a pass shunt for
-exactly that peer and the rule's protocol and port, ranked just above the rule's trap, and the
-silent IKE_SA is abandoned.
+over its own VICI session: an IKE_SA of a connection with request rules (one connection per
+peer, one child per rule) that is still CONNECTING with no responder SPI after the fallback
+time has had no answer at all. The soft SAs are pass shunts for exactly that peer, one per
+request rule of the connection whose far end contains the peer, each with the rule's protocol
+and port and ranked just above the rule's trap; then the silent IKE_SA is abandoned. Require
+rules of the same connection get none: they stay blocked. A silent IKE_SA does not say which
+of its rules' packets started it, so every request rule towards that peer falls back at once
+(Windows would wait once per filter; the verdict is the same).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 
@@ -66,14 +71,22 @@ class SoftSaAgent:
             self._fall_back(conn, uid, peer, hint, waited)
 
     def _fall_back(self, conn: str, uid: str, peer: str, hint: dict, waited: float) -> None:
-        name = f"soft-{len(self._done) + 1}"
+        name = f"soft-{len(self.installed) + 1}"
+        children = {f"soft-{c['rule']}": {
+            "mode": "pass", "local_ts": c["local_ts"], "remote_ts": [f"{peer}/32{c['remote_suffix']}"],
+            "start_action": "trap", "priority": str(c["priority"])} for c in covering(hint["children"], peer)}
+        self._done.add((conn, peer))
+        if not children:  # only require rules towards this peer: they stay blocked
+            return
         self.session.load_conn({name: {
             "remote_addrs": ["127.0.0.1"], "local-1": {"auth": "psk"}, "remote-1": {"auth": "psk"},
-            "children": {"soft": {"mode": "pass", "local_ts": hint["local_ts"],
-                                  "remote_ts": [f"{peer}/32{hint['remote_suffix']}"],
-                                  "start_action": "trap", "priority": str(hint["priority"])}},
-        }})
+            "children": children}})
         list(self.session.terminate({"ike-id": uid, "force": "yes", "timeout": "-1"}))
-        self._done.add((conn, peer))
         self.installed.append({"t": time.time(), "conn": conn, "peer": peer, "after": round(waited, 3),
-                               "shunt": name})
+                               "shunt": name, "remote_ts": [ts for c in children.values() for ts in c["remote_ts"]]})
+
+
+def covering(children: list[dict], peer: str) -> list[dict]:
+    """The request rules of a connection whose far end contains this peer."""
+    addr = ipaddress.ip_address(peer)
+    return [c for c in children if any(addr in ipaddress.ip_network(p) for p in c["remote_prefixes"])]

@@ -2,7 +2,7 @@
 
 Host side. Outcomes come from the SA events each charon reported (ike-updown) and from list-sas;
 reasons come from the daemons' logs, where every line of an IKE_SA carries its tag
-(`<rule-fe-be-http|1>`), so a failure can be tied to the peer it concerned.
+(`<peer-be|1>`), so a failure can be tied to the peer it concerned.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def reasons_by_peer(log: str) -> dict[str, list[str]]:
         if not m:
             continue
         tag, msg = m.groups()
-        # `<1>` until a config is chosen, then `<respond|1>`: one IKE_SA, keyed by its unique id.
+        # `<1>` until a config is chosen, then `<peer-any|1>`: one IKE_SA, keyed by its unique id.
         tag = tag.rpartition("|")[2]
         addr = _ADDR.search(msg)
         if addr and tag not in peer_of:

@@ -10,9 +10,15 @@ Pure functions, no I/O. The mapping, rule by rule:
                (`level use`), so unsecured inbound is accepted while replies still need IPsec.
 - `permit`   -> a `pass` shunt, `block` -> a `drop` shunt, both in a connection whose peer is
                127.0.0.1 so that no real peer can ever select it. Default exemptions likewise.
-- respond    -> (Client (Respond Only), the default response rule) a connection that accepts IKE
-               from any peer with `start_action = none`: nothing is installed until a peer asks,
-               and then only the selectors the peer proposed.
+- respond    -> (Client (Respond Only), the default response rule) a child with dynamic
+               selectors and `start_action = none`: nothing is installed until a peer asks, and
+               then only the selectors the peer proposed.
+Windows negotiates one Main Mode per pair of computers and one Quick Mode per filter; so each
+Negotiate rule is a child, and a host's rules towards one peer share one IKE connection
+(`peer-<host>`). Rules towards subnets or `any` and the default response rule share
+`peer-any`, which accepts IKE from any peer. charon answers a peer from the one connection it
+selected for it, so each named peer's connection also carries the default response child and,
+answer-only, the subnet/any rules containing that peer.
 Windows orders filters by weight, most specific first, whatever their action; strongSwan's own
 priorities put every pass shunt above every IPsec policy. So each rule gets an explicit, unique
 `priority` computed from its specificity (lower value = wins in the kernel), which also lets
@@ -224,7 +230,8 @@ def peer_connection(topology: Topology, host: Host, peer: str, rules: list[tuple
     else:
         local_addrs = ike_addresses(topology, host)
         remote_addrs = peer_addresses(topology, host, peer, named)
-        local_id = str(host.addresses[0])
+        # A cluster node answers as the VIP the peer contacted: no fixed identity.
+        local_id = None if host.cluster else str(host.addresses[0])
     peer_host = peer if any(h.name == peer for h in topology.hosts) else None
     auth = authentication(topology, host, local_id, remote_addrs[0], peer_host)
     children = {r.name: rule_child(topology, host, r, i) for i, r in rules}

@@ -233,7 +233,9 @@ def peer_connection(topology: Topology, host: Host, peer: str, rules: list[tuple
         # A cluster node answers as the VIP the peer contacted: no fixed identity.
         local_id = None if host.cluster else str(host.addresses[0])
     peer_host = peer if any(h.name == peer for h in topology.hosts) else None
-    auth = authentication(topology, host, local_id, remote_addrs[0], peer_host)
+    # A peer with several addresses may answer on any of them: its identity is then open.
+    auth = authentication(topology, host, local_id, remote_addrs[0] if len(remote_addrs) == 1 else "%any",
+                          peer_host)
     children = {r.name: rule_child(topology, host, r, i) for i, r in rules}
     for i, r in any_rules:
         if not r.tunnel_endpoint and _covers_peer(r, host, remote_addrs):

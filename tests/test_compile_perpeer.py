@@ -36,7 +36,7 @@ def test_mirrored_rules_share_one_connection_per_peer_on_both_sides():
     assert list(be["peer-fe"]["children"]) == ["pop3-from-fe", "imap-from-fe", "respond"]
     # the back-end picks peer-fe for the front-end's IKE_SA: both of its rules are found there
     assert be["peer-fe"]["remote_addrs"] == ["10.10.1.10"] and be["peer-fe"]["remote-1"]["id"] == "10.10.1.10"
-    children = [c for conn in (fe, be) for c in conn["peer-be" if conn is fe else "peer-fe"]["children"].values()]
+    children = [*fe["peer-be"]["children"].values(), *be["peer-fe"]["children"].values()]
     assert [c["start_action"] for c in children] == ["trap", "trap", "none"] * 2
 
 
@@ -52,7 +52,8 @@ def test_kernel_priorities_stay_per_rule_unique_and_by_specificity():
 
 def test_each_child_keeps_its_rules_protocol_and_algorithms():
     children = _conns(_load("perpeer-ah-esp-ikev2"), "be")["peer-fe"]["children"]
-    assert children["pop3-from-fe"]["ah_proposals"] == ["sha1"] and "esp_proposals" not in children["pop3-from-fe"]
+    pop3 = children["pop3-from-fe"]
+    assert pop3["ah_proposals"] == ["sha1"] and "esp_proposals" not in pop3
     assert children["imap-from-fe"]["esp_proposals"] == ["aes256gcm16"]
     assert children["http-from-fe"]["esp_proposals"] == ["aes128-sha256"]
 
@@ -103,7 +104,8 @@ def test_ikev1_connection_per_peer_is_main_mode_with_a_quick_mode_per_rule():
     fe = _conns(topo, "fe")
     assert list(fe) == ["peer-be", "peer-legacy", "peer-any"]
     conn = fe["peer-be"]
-    assert conn["version"] == "1" and conn["aggressive"] == "no" and conn["proposals"] == ["3des-sha1-modp1024"]
+    assert conn["version"] == "1" and conn["aggressive"] == "no"
+    assert conn["proposals"] == ["3des-sha1-modp1024"]
     assert list(conn["children"]) == ["pop3-to-be", "imap-to-be", "respond"]
 
 
@@ -131,7 +133,8 @@ def test_soft_sa_agent_falls_back_only_for_request_rules_covering_the_peer():
 
 
 def test_verdict_names_a_soft_sa_only_for_flows_it_covers():
-    results = {"soft_sas": {"fe": [{"peer": "10.10.2.40", "after": 3.1, "remote_ts": ["10.10.2.40/32[tcp/80]"]}]}}
+    soft = {"peer": "10.10.2.40", "after": 3.1, "remote_ts": ["10.10.2.40/32[tcp/80]"]}
+    results = {"soft_sas": {"fe": [soft]}}
     pair = (("fe", "10.10.1.10"), ("legacy", "10.10.2.40"))
     http = {"protocol": "tcp", "port": 80}
     smtp = {"protocol": "tcp", "port": 25}
@@ -140,7 +143,8 @@ def test_verdict_names_a_soft_sa_only_for_flows_it_covers():
     # legacy -> fe: from fe's side the peer's port is the client's, which tcp/80 does not cover
     assert _soft_sa(results, pair[::-1], http, {"sport": 40002}) is None
     # a real client that could not report its port: address and protocol decide
-    results["soft_sas"] = {"legacy": [{"peer": "10.10.1.10", "after": 3.0, "remote_ts": ["10.10.1.10/32[tcp/80]"]}]}
+    soft = {"peer": "10.10.1.10", "after": 3.0, "remote_ts": ["10.10.1.10/32[tcp/80]"]}
+    results["soft_sas"] = {"legacy": [soft]}
     assert _soft_sa(results, pair, http, {"sport": None}) is not None
 
 

@@ -85,8 +85,9 @@ class SoftSaAgent:
             "remote_addrs": ["127.0.0.1"], "local-1": {"auth": "psk"}, "remote-1": {"auth": "psk"},
             "children": children}})
         list(self.session.terminate({"ike-id": uid, "force": "yes", "timeout": "-1"}))
+        covered = [ts for c in children.values() for ts in c["remote_ts"]]  # the verdict reads these
         self.installed.append({"t": time.time(), "conn": conn, "peer": peer, "after": round(waited, 3),
-                               "shunt": name, "remote_ts": [ts for c in children.values() for ts in c["remote_ts"]]})
+                               "shunt": name, "remote_ts": covered})
 
 
 def covering(children: list[dict], peer: str) -> list[dict]:

@@ -32,7 +32,7 @@ policies:
 
 
 def _respond(topology) -> dict:
-    return compile_host(topology, topology.host("be"))["respond"]["children"]["respond"]
+    return compile_host(topology, topology.host("be"))["peer-any"]["children"]["respond"]
 
 
 def test_the_default_is_unchanged(tmp_path):
@@ -95,4 +95,4 @@ def test_the_shipped_design_refuses_what_its_list_leaves_out():
 
 
 def _respond_of(topology, host: str) -> dict:
-    return compile_host(topology, topology.host(host))["respond"]["children"]["respond"]
+    return compile_host(topology, topology.host(host))["peer-any"]["children"]["respond"]

@@ -79,7 +79,7 @@ def test_certificates_carry_the_full_name(tmp_path):
     pki = build_pki(topology)
     cert = x509.load_pem_x509_certificate(pki.certs[LONG].encode())
     assert cert.subject.rfc4514_string() == f"CN={LONG}"
-    conn = compile_host(topology, topology.host(FE))["rule-r"]
+    conn = compile_host(topology, topology.host(FE))[f"peer-{LONG}"]
     assert conn["remote-1"]["id"] == f"CN={LONG}" and conn["local-1"]["id"] == f"CN={FE}"
 
 

@@ -6,18 +6,20 @@ PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := .lab
-# Real servers and clients (issue 4). They run only inside lab namespaces: installed with
+# Every Debian package the lab needs: column 2 of lab/programs.txt, the table `lab doctor` and
+# every run check, so what is installed and what is checked cannot drift apart. The real servers
+# (nginx, dovecot, krb5kdc, slapd) run only inside lab namespaces: they are installed with a
 # policy-rc.d denying every start, so none of them ever listens on this machine itself.
-SERVER_PACKAGES := nginx-light dovecot-imapd dovecot-pop3d krb5-kdc krb5-admin-server krb5-user \
-	slapd ldap-utils curl
-APT_PACKAGES := user-mode-linux kmod iproute2 util-linux procps strongswan-charon strongswan-swanctl \
-	libstrongswan-standard-plugins libcharon-extra-plugins nftables tcpdump iputils-ping \
-	patchelf python3-venv ca-certificates iputils-arping docker.io debootstrap \
-	$(SERVER_PACKAGES)
+PROGRAMS := lab/programs.txt
+APT_PACKAGES := $(shell sed -e 's/\#.*//' $(PROGRAMS) | awk 'NF == 3 && !seen[$$2]++ {print $$2}')
+ifeq ($(strip $(APT_PACKAGES)),)
+$(error no packages read from $(PROGRAMS))
+endif
 
-.PHONY: setup lab test unit conformance verify bench clean cleanup help images
+.PHONY: setup packages lab test unit conformance verify bench clean cleanup help images
 
 help:
+	@echo "make setup  install the Debian packages of lab/programs.txt, make .venv, check the UML kernel"
 	@echo "make lab    install what is missing, run the conformance suite on every topology (tox -e lab)"
 	@echo "make test   install what is missing, run unit tests and the conformance suite"
 	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
@@ -25,9 +27,12 @@ help:
 	@echo "make cleanup  remove what a killed run left behind"
 	@echo "make images   build the Docker provider's strongSwan image offline (debootstrap; else on first use)"
 
+packages:  # the package list, as make setup installs it
+	@echo $(APT_PACKAGES)
+
 setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/uml
 
-$(STAMP)/apt:
+$(STAMP)/apt: $(PROGRAMS)
 	@mkdir -p $(STAMP)
 	@missing=""; for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || missing="$$missing $$p"; \

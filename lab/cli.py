@@ -146,8 +146,11 @@ def cmd_cleanup(args, out: Console, err: Console) -> int:
 def cmd_doctor(args, out: Console, err: Console) -> int:
     from lab import preflight
 
+    count = preflight.check_everything()  # exits 2 naming each missing program's package
     choice = preflight.choose_kernel("auto")
-    out.print(f"tools: ok\nkernel: {choice.describe()}", highlight=False)
+    out.print(f"tools: ok: all {count} programs the lab may start (strongSwan, the guest kernel, captures, "
+              f"real servers and clients, failover, the Docker provider)\nkernel: {choice.describe()}",
+              highlight=False)
     return 0
 
 
@@ -236,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="build again even if the tag exists")
     i.set_defaults(func=cmd_image)
 
-    d = sub.add_parser("doctor", help="check tools and say which kernel the lab would use")
+    d = sub.add_parser("doctor", help="check every program the lab may start (naming the Debian package of "
+                       "each missing one) and say which kernel the lab would use")
     d.set_defaults(func=cmd_doctor)
     return p
 

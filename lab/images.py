@@ -131,8 +131,7 @@ def build(on_progress=None, force: bool = False, directory: Path | None = None) 
     ident = image_id()
     if not force and (img := find(ident, directory)):
         return img
-    if not shutil.which("debootstrap", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-        raise MissingTool("debootstrap is not installed: run `make setup` (Debian package debootstrap)")
+    _need("debootstrap")
     if os.geteuid() != 0:
         raise MissingTool("building the image needs root (debootstrap): run it with sudo")
     directory.mkdir(parents=True, exist_ok=True)
@@ -177,7 +176,6 @@ wait
 sync
 umount {d}/data || rc=1
 echo $rc > {rcfile}
-halt -f
 """
 
 
@@ -195,11 +193,10 @@ def seeded_disk(img: Image, on_progress=None) -> Path:
     if final.exists():
         return final
     from lab.guest.containers import docker_dir, init_snippet
-    from lab.providers.uml import GUEST_WORKDIR, UmlGuest
+    from lab.providers.uml import GUEST_WORKDIR, POWER_OFF, UmlGuest
     from lab.runner import new_run_dir
 
-    if not shutil.which("mkfs.ext4", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-        raise MissingTool("mkfs.ext4 is not installed (Debian package e2fsprogs)")
+    _need("mkfs.ext4")
     _say(on_progress, f"seeding a docker data-root with {img.tag} (once)")
     started = time.monotonic()
     tmp = final.with_suffix(".tmp")
@@ -210,7 +207,7 @@ def seeded_disk(img: Image, on_progress=None) -> Path:
         guest = UmlGuest(run_id, files)
         guest.extra_args.append(f"ubd0={tmp}")
         guest.body = SEED_BODY.format(docker=init_snippet(GUEST_WORKDIR, seeded=True), d=docker_dir(GUEST_WORKDIR),
-                                      tarball=img.tarball, tag=img.tag, rcfile=f"{files.rundir}/guest.rc")
+                                      tarball=img.tarball, tag=img.tag, rcfile=f"{files.rundir}/guest.rc") + POWER_OFF
         if guest.run(lambda e: None) != 0:
             tail = Path(files.console).read_text(errors="replace").strip().splitlines()[-3:]
             raise LabError("seeding the docker data-root failed: " + " | ".join(tail))
@@ -220,6 +217,14 @@ def seeded_disk(img: Image, on_progress=None) -> Path:
         tmp.unlink(missing_ok=True)
     _say(on_progress, f"seeded {final.name} in {time.monotonic() - started:.1f} s")
     return final
+
+
+def _need(program: str) -> None:
+    from lab import programs
+
+    absent = [p for p in programs.missing({"docker"}) if p.name == program]
+    if absent:
+        raise MissingTool(programs.describe(absent))
 
 
 def _run(argv: list[str], on_progress, what: str) -> None:

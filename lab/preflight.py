@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 
+from lab import programs
 from lab.errors import LabError, MissingTool
 from lab.providers.host import HostKernel
 from lab.providers.kernel import probe_host_kernel
-from lab.providers.uml import UmlGuest, UmlKernel, find_kernel
+from lab.providers.uml import UmlGuest, UmlKernel, find_kernel, has_private_kernel
 
-CHARON = "/usr/lib/ipsec/charon"
-TOOLS = {  # program -> Debian package
-    "ip": "iproute2",
-    "tcpdump": "tcpdump",
-    "unshare": "util-linux",
-    "modprobe": "kmod",
-}
 KERNELS = ("auto", "host", "uml")
 PROVIDERS = ("netns", "docker")
-DOCKER_TOOLS = {"dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker-init": "tini"}
+
+
+def check_programs(needs: set[str]) -> None:
+    """Stop before anything starts if a program these needs call for is missing (one line)."""
+    absent = programs.missing(needs)
+    if absent:
+        raise MissingTool(programs.describe(absent))
 
 
 def check_provider(provider: str) -> None:
@@ -29,20 +28,22 @@ def check_provider(provider: str) -> None:
     if provider not in PROVIDERS:
         raise LabError(f"--provider: must be one of {', '.join(PROVIDERS)} (got {provider!r})")
     if provider == "docker":
-        for tool, package in DOCKER_TOOLS.items():
-            if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-                raise MissingTool(f"--provider docker: {tool} is not installed: run `make setup` "
-                                  f"(Debian package {package})")
+        check_programs({"docker"})
 
 
 def check_tools() -> None:
-    for tool, package in TOOLS.items():
-        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-            raise MissingTool(f"{tool} is not installed: run `make setup` (Debian package {package})")
-    if not os.access(CHARON, os.X_OK):
-        raise MissingTool(f"{CHARON} is missing: run `make setup` (Debian package strongswan-charon)")
+    check_programs({"run"})
     if os.geteuid() != 0:
         raise MissingTool("the lab needs root (namespaces, XFRM, raw captures): run it with sudo")
+
+
+def check_everything() -> int:
+    """`lab doctor`: every program the lab may start, whatever the topology; returns how many."""
+    needs = set(programs.NEEDS) - {"setup"}
+    if has_private_kernel():  # make setup's newer UML stands in for Debian's
+        needs.discard("uml")
+    check_programs(needs)
+    return sum(1 for p in programs.table() if p.needed_by in needs)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lab import cleanup, preflight
+from lab import cleanup, preflight, programs
 from lab.compile.plan import build_plan, destination_address
 from lab.compile.strongswan import covers
 from lab.errors import LabError, ProviderError
@@ -83,6 +83,8 @@ class Execution:
 def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, provider: str,
              failover: str | None = None, pki: LabPki | None = None):
     """Run the executor for one plan; yield what it produced; remove the run directory after."""
+    # Every program this design starts (real servers and clients too), before anything starts.
+    preflight.check_programs(programs.needs_of(topology, provider, failover=failover is not None, uml=False))
     preflight.check_provider(provider)
     choice = preflight.choose_kernel(kernel)
     image = None

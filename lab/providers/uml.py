@@ -2,9 +2,11 @@
 
 The guest boots on the host's own root file system (hostfs), so it runs the same Python, the
 same lab package and the same strongSwan; only the kernel differs. Its PID 1 is a small shell
-script that mounts private tmpfs on /tmp and /run, teaches the kernel to load UML modules,
-runs the executor and halts. The guest is a child of this process in its own process group,
-dies with it (PR_SET_PDEATHSIG) and is killed as a group when the run ends in any way.
+script that mounts private tmpfs on /tmp and /run, binds back the host paths under them that the
+run needs (a checkout or a Python under /tmp or /run), teaches the kernel to load UML modules,
+runs the executor and powers off. The guest is a child of this process in its own process
+group, killed as a group when the run ends in any way, and by a watchdog when this process is
+killed outright (UML does not keep PR_SET_PDEATHSIG: measured, kill -9 left it running 7-14 s).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,7 +30,8 @@ PRIVATE_UML = Path(os.environ.get("LAB_UML_DIR", "/var/lib/ipsec-lab/uml"))
 STOCK_UML = Path("/usr/bin/linux.uml")
 STOCK_MODULES = Path("/usr/lib/uml/modules")
 MEMORY = os.environ.get("LAB_UML_MEM", "1024M")
-GUEST_WORKDIR = "/tmp/lab"  # on the guest's private tmpfs
+GUEST_WORKDIR = "/tmp/.lab-guest"  # on the guest's private tmpfs (a checkout may be /tmp/lab)
+MASKED = ("/tmp", "/run")  # where the guest mounts tmpfs of its own
 MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet sch_ingress cls_u32 act_pedit nf_tables cls_flower cls_matchall act_gact act_nat"
 
 PRELUDE = """#!/bin/sh
@@ -38,7 +42,7 @@ mount -t sysfs sys /sys
 # Private tmpfs: what the guest writes under /tmp and /run must not land on the host.
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
-mkdir -p /run/netns /run/lab-modules/lib/modules
+{binds}mkdir -p /run/netns /run/lab-modules/lib/modules
 ln -s {modules}/$(uname -r) /run/lab-modules/lib/modules/$(uname -r)
 # The kernel asks for crypto templates (hmac, gcm, ...) when an SA is added: point it at them.
 printf '#!/bin/sh\\nexec /sbin/modprobe -d /run/lab-modules "$@"\\n' > /run/lab-modprobe
@@ -49,11 +53,49 @@ ip link set lo up
 echo "@@guest booted $(uname -r)"
 """
 
+# Power off through sysrq (built into the kernel): `halt` comes with systemd-sysv, which a
+# minimal Debian root does not have. sysrq is asynchronous: wait for it.
+POWER_OFF = """sync
+echo o > /proc/sysrq-trigger
+exec sleep 30
+"""
+
 INIT = PRELUDE + """{docker}{python} -m lab.guest.executor {plan} {secrets} {workdir}
 echo $? > {rcfile}
-sync
-halt -f
-"""
+""" + POWER_OFF
+
+
+def hidden_paths(paths) -> list[str]:
+    """Of these host paths, those under a MASKED tmpfs, reduced to the topmost of each branch:
+    what the guest must mount back (from hostfs) to still see them. /tmp and /run themselves are
+    never bound back: the guest's own files must not land on the host."""
+    under = set()
+    for p in paths:
+        for q in {os.path.abspath(p), os.path.realpath(p)}:
+            if any(q.startswith(m + "/") for m in MASKED) and os.path.exists(q):
+                under.add(q)
+    return sorted(p for p in under if not any(p.startswith(o + "/") for o in under if o != p))
+
+
+def bind_lines(paths: list[str]) -> str:
+    """Shell lines mounting each host path back at the same place (hostfs takes any host path)."""
+    if not paths:
+        return ""
+    lines = ["# Host paths under /tmp or /run this run needs (checkout, Python, run files): bound back."]
+    for p in paths:
+        q = shlex.quote(p)
+        lines.append(f"mkdir -p {q} && mount -t hostfs -o {q} none {q}")
+    return "\n".join(lines) + "\n"
+
+
+def needed_host_paths(files: RunFiles, kernel: "UmlKernel") -> list[str]:
+    """What the guest reads or writes on the host: this Python and its environment, the lab
+    package (an editable checkout), the run directory, the kernel's modules."""
+    import lab
+
+    return [sys.executable, sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+            *[p for p in sys.path if p], os.path.dirname(os.path.dirname(os.path.abspath(lab.__file__))),
+            files.rundir, str(kernel.modules), str(kernel.binary)]
 
 
 @dataclass(frozen=True)
@@ -66,19 +108,32 @@ class UmlKernel:
         return str(self.binary)
 
 
+def has_private_kernel() -> bool:
+    return (PRIVATE_UML / "linux").exists()
+
+
 def find_kernel() -> UmlKernel:
-    private = PRIVATE_UML / "linux"
-    if private.exists():
-        return UmlKernel(private, PRIVATE_UML / "modules")
+    if has_private_kernel():
+        return UmlKernel(PRIVATE_UML / "linux", PRIVATE_UML / "modules")
     if STOCK_UML.exists():
         return UmlKernel(STOCK_UML, STOCK_MODULES)
-    raise MissingTool("no User-Mode Linux kernel: run `make setup` (installs user-mode-linux)")
+    from lab import programs
+    raise MissingTool(programs.describe([p for p in programs.table() if p.needed_by == "uml"]))
 
 
 def _die_with_parent() -> None:
     """In the child before exec: get SIGKILL if the lab process dies, even by SIGKILL."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _watchdog(pgid: int) -> subprocess.Popen:
+    """A shell in a session of its own that reads a pipe only this process holds: when this
+    process dies, however it dies (kill -9 included), the read ends and the shell kills the
+    guest's whole process group. PR_SET_PDEATHSIG alone does not do it: UML loses it."""
+    return subprocess.Popen(["sh", "-c", 'read _ ; kill -KILL -- "-$0" 2>/dev/null', str(pgid)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 class UmlGuest:
@@ -91,6 +146,7 @@ class UmlGuest:
         self.boot_seconds: float | None = None
         self.extra_args: list[str] = []  # e.g. ubd0=COW,BACKING: a seeded docker data-root
         self.body: str | None = None  # instead of the executor (image seeding); must write guest.rc
+        self.extra_paths: list[str] = []  # more host paths the body needs (the image tarball)
 
     def _docker_init(self) -> str:
         """Only for `provider: docker`: the lines that start the run's private dockerd, on a
@@ -107,13 +163,16 @@ class UmlGuest:
 
     def _write_init(self) -> str:
         path = os.path.join(self.files.rundir, "init.sh")
+        binds = bind_lines(hidden_paths(needed_host_paths(self.files, self.kernel) + self.extra_paths))
+        q = shlex.quote
         if self.body is not None:
-            text = PRELUDE.format(run_id=self.run_id, modules=self.kernel.modules, module_list=MODULES) + self.body
+            text = PRELUDE.format(run_id=self.run_id, modules=q(str(self.kernel.modules)), module_list=MODULES,
+                                  binds=binds) + self.body
         else:
-            text = INIT.format(docker=self._docker_init(),
-            run_id=self.run_id, modules=self.kernel.modules, module_list=MODULES,
-            python=sys.executable, plan=self.files.plan, secrets=self.files.secrets,
-            rcfile=os.path.join(self.files.rundir, "guest.rc"), workdir=GUEST_WORKDIR,
+            text = INIT.format(docker=self._docker_init(), binds=binds,
+            run_id=self.run_id, modules=q(str(self.kernel.modules)), module_list=MODULES,
+            python=q(sys.executable), plan=q(self.files.plan), secrets=q(self.files.secrets),
+            rcfile=q(os.path.join(self.files.rundir, "guest.rc")), workdir=GUEST_WORKDIR,
             )
         with open(path, "w") as f:
             f.write(text)
@@ -138,6 +197,7 @@ class UmlGuest:
                 self.argv(init), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True, preexec_fn=_die_with_parent, text=True, errors="replace",
             )
+            watchdog = _watchdog(proc.pid)
             try:
                 for line in proc.stdout:
                     if line.startswith("@@guest booted"):
@@ -149,6 +209,9 @@ class UmlGuest:
                 proc.wait(timeout=30)
             finally:
                 self._kill(proc)
+                watchdog.kill()  # the guest is gone: the watchdog has nothing left to do
+                watchdog.wait()
+                watchdog.stdin.close()
         rc_file = Path(self.files.rundir, "guest.rc")
         if not rc_file.exists():
             tail = Path(self.files.console).read_text(errors="replace").strip().splitlines()[-5:]

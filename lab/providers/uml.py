@@ -131,7 +131,7 @@ def _watchdog(pgid: int) -> subprocess.Popen:
     """A shell in a session of its own that reads a pipe only this process holds: when this
     process dies, however it dies (kill -9 included), the read ends and the shell kills the
     guest's whole process group. PR_SET_PDEATHSIG alone does not do it: UML loses it."""
-    return subprocess.Popen(["sh", "-c", 'read _ ; kill -KILL -- "-$0" 2>/dev/null', str(pgid)],
+    return subprocess.Popen(["sh", "-c", 'read _ ; kill -s KILL -- "-$0" 2>/dev/null', str(pgid)],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from interrupt import interrupt_when
+
+from lab import cleanup
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "topologies" / "exchange-fe-be-http.yaml"
@@ -30,3 +34,36 @@ def test_a_wrong_expectation_exits_1_and_names_the_flow(tmp_path):
 
 def test_ctrl_c_in_the_middle_leaves_nothing(tmp_path):
     interrupt_when(["verify", str(DEFAULT), "--report", str(tmp_path / "r")], marker="probes")
+
+
+def test_a_run_that_fails_in_the_guest_keeps_its_console_and_names_it(tmp_path):
+    # 20 MB is too little for the guest kernel: it panics at boot, a real failure in the guest.
+    report = tmp_path / "failed"
+    res = lab("verify", str(DEFAULT), "--report", str(report), env={**os.environ, "LAB_UML_MEM": "20M"},
+              timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr
+    console = report / "logs" / "console.log"
+    assert f"console log: {console}" in res.stderr, res.stderr
+    assert console.exists() and "Kernel panic" in console.read_text(errors="replace")
+
+
+def test_kill_9_of_lab_verify_takes_the_guest_with_it_within_a_second(tmp_path):
+    """UML drops PR_SET_PDEATHSIG; the watchdog (lab.providers.uml._watchdog) must end it."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", str(DEFAULT), "--report", str(tmp_path / "r")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_ids = set()
+    for line in proc.stdout:
+        if " start " in line and "run " in line:
+            run_ids.add(line.split("run ")[1].split()[0])
+        if "bring-up" in line:
+            break
+    assert run_ids and cleanup.processes_of(run_ids), "no guest to kill"
+    proc.kill()
+    killed = time.monotonic()
+    proc.wait()
+    while cleanup.processes_of(run_ids) and time.monotonic() - killed < 5:
+        time.sleep(0.02)
+    gone_after = time.monotonic() - killed
+    assert not cleanup.processes_of(run_ids), "the guest survived kill -9 of its lab"
+    assert gone_after < 1.0, f"the guest survived {gone_after:.2f} s"
+    cleanup.sweep()  # the run directory of a killed run: what `lab cleanup` is for

@@ -58,6 +58,8 @@ def cmd_verify(args, out: Console, err: Console) -> int:
     print_summary(result, out)
     for e in result.errors:
         err.print(f"[red]lab run error:[/red] {e}", highlight=False)
+    if result.errors:
+        err.print(f"logs: {report_dir}/logs/ (console.log: the guest's console; each daemon's log)", highlight=False)
     out.print(f"report: {written.get('html', report_dir)}", highlight=False)
     if result.errors and not result.verdicts:
         return 3

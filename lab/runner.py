@@ -81,7 +81,7 @@ class Execution:
 
 @contextmanager
 def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, provider: str,
-             failover: str | None = None, pki: LabPki | None = None):
+             failover: str | None = None, pki: LabPki | None = None, report_dir: str | None = None):
     """Run the executor for one plan; yield what it produced; remove the run directory after."""
     # Every program this design starts (real servers and clients too), before anything starts.
     preflight.check_programs(programs.needs_of(topology, provider, failover=failover is not None, uml=False))
@@ -110,7 +110,12 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
         runner.run(on_progress)
         yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,
                         runner.boot_seconds or 0.0, pki, servers), psk
+    except ProviderError as exc:  # the run directory goes: first keep what explains the failure
+        kept = keep_failure(files, report_dir, psk, pki) if report_dir else None
+        raise ProviderError(f"{exc}; console log: {kept}" if kept else str(exc)) from None
     finally:
+        if report_dir:
+            keep_console(files, report_dir, psk, pki)
         shutil.rmtree(files.rundir, ignore_errors=True)
 
 
@@ -121,7 +126,7 @@ def run(topology_path: str, report_dir: str, kernel: str = "auto",
     receives the servers' generated passwords) are for tests that check secrets never leak."""
     started = time.monotonic()
     topology = load_topology(topology_path)
-    with executed(topology, kernel, on_progress, psk, provider, pki=pki) as (ex, key):
+    with executed(topology, kernel, on_progress, psk, provider, pki=pki, report_dir=report_dir) as (ex, key):
         ex.servers.restore_credentials(ex.plan)  # the logins as they crossed the wire, host side
         if secret_sink is not None:
             secret_sink.extend(ex.servers.secrets())
@@ -144,7 +149,7 @@ def run_failover(topology_path: str, scenario: str, report_dir: str, kernel: str
         known = ", ".join(f.name for f in topology.failovers) or "none"
         raise LabError(f"--scenario: no failover {scenario!r} in {topology_path} (known: {known})")
     f = next(x for x in topology.failovers if x.name == scenario)
-    with executed(topology, kernel, on_progress, None, provider, failover=scenario) as (ex, key):
+    with executed(topology, kernel, on_progress, None, provider, failover=scenario, report_dir=report_dir) as (ex, key):
         if "failover" not in ex.results:
             raise ProviderError(f"the failover run stopped early: {ex.results.get('errors')}")
         packets = []
@@ -164,8 +169,35 @@ def run_failover(topology_path: str, scenario: str, report_dir: str, kernel: str
 def _read_results(files: RunFiles) -> dict:
     path = Path(files.outdir, "results.json")
     if not path.exists():
-        raise ProviderError(f"the executor wrote no results; console log: {files.console}")
+        tail = Path(files.console).read_text(errors="replace").strip().splitlines()[-2:] \
+            if Path(files.console).exists() else []
+        raise ProviderError("the executor wrote no results" + (": " + " | ".join(tail) if tail else ""))
     return json.loads(path.read_text())
+
+
+def _scrubbed(data: bytes, psk: str, pki: LabPki | None) -> bytes:
+    data = data.replace(psk.encode(), b"[preshared key removed]")
+    for m in [m for m in (pki.secret_material() if pki else []) if len(m) >= 16]:
+        data = data.replace(m, b"[private key removed]")
+    return data
+
+
+def keep_console(files: RunFiles, report_dir: str, psk: str, pki: LabPki | None = None) -> str | None:
+    """The guest's console (kernel and init output) into `<report>/logs/console.log`."""
+    src = Path(files.console)
+    if not src.exists():
+        return None
+    dst = Path(report_dir, "logs", "console.log")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(_scrubbed(src.read_bytes(), psk, pki))
+    return str(dst)
+
+
+def keep_failure(files: RunFiles, report_dir: str, psk: str, pki: LabPki | None = None) -> str | None:
+    """A run that failed keeps what explains it: the console, every daemon log the executor
+    got out and its raw results. Returns the console log's path in the report."""
+    keep_artifacts(files.outdir, report_dir, psk, pki)
+    return keep_console(files, report_dir, psk, pki)
 
 
 def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
@@ -249,10 +281,8 @@ def keep_artifacts(outdir: str, report_dir: str, psk: str, pki: LabPki | None = 
         dst = Path(report_dir, sub)
         dst.mkdir(parents=True, exist_ok=True)
         for f in sorted(src.iterdir()):
-            data = f.read_bytes().replace(psk.encode(), b"[preshared key removed]")
-            for m in private:  # never there (charon logs no key); checked all the same
-                data = data.replace(m, b"[private key removed]")
-            (dst / f.name).write_bytes(data)
+            # never there (charon logs no key); checked all the same
+            (dst / f.name).write_bytes(_scrubbed(f.read_bytes(), psk, pki))
             kept[f"{sub}/{f.name}"] = f"{sub}/{f.name}"
     raw = Path(outdir, "results.json")
     if raw.exists():

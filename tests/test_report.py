@@ -237,3 +237,21 @@ def test_the_table_says_where_a_flow_died():
                                                             "be: certificate was revoked on Nov 27")))
     assert why == "IKE: be: certificate was revoked on Nov 27"
     assert dropped_why(_dropped_evidence()) == ""
+
+
+def test_a_failover_that_never_reached_a_steady_state_fails_and_says_so():
+    from lab.verdicts.failover import judge_failover
+
+    scenario = {"name": "planned", "mode": "planned", "vip": "10.10.2.20", "src": "fe", "port": 80,
+                "max_seconds": 6}
+    fo = {"t_event": 100.0, "t_event_done": 100.0, "steps": [], "deadline": 100.0,
+          "requests": [{"n": 1, "marker": "m1", "t_send": 90.0, "t_done": 91.0, "ok": False}],
+          "steady": {"steady": False, "after": 30.0, "why": "no CHILD_SA with 10.10.2.20 within 30 s"}}
+    r = judge_failover(scenario, fo, {}, [], "fast", [])
+    assert not r.ok
+    assert "no steady state before the move (no CHILD_SA with 10.10.2.20 within 30 s)" in r.reason
+    fo["steady"] = {"steady": True, "after": 2.4, "sa_up_after": 1.9}
+    fo["requests"] += [{"n": 2, "marker": "m2", "t_send": 99.0, "t_done": 99.1, "ok": True},
+                       {"n": 3, "marker": "m3", "t_send": 100.5, "t_done": 101.6, "ok": True}]
+    r = judge_failover(scenario, fo, {}, [], "fast", [])
+    assert r.ok and r.steady_reached and "CHILD_SA with the VIP up after 1.9 s" in r.steady

@@ -35,6 +35,12 @@ CONF = """charon {{
     vici {{
       socket = unix://{socket}
     }}
+    kernel-netlink {{
+      # After a negotiation gives up, the kernel sends no new ACQUIRE for its trap until the
+      # larval state expires: 165 s by default. Windows renegotiates on the next packet once a
+      # Main Mode has failed; so does the lab, once the retransmission budget is spent.
+      xfrm_acq_expires = {acq_expires}
+    }}
   }}
   syslog {{
     daemon {{
@@ -60,7 +66,15 @@ CONF = """charon {{
 def render_conf(socket_path: str, log_path: str, settings: dict | None = None) -> str:
     """strongswan.conf for one daemon; `settings` from the plan override the defaults."""
     values = {"retransmit_timeout": "1.0", "retransmit_tries": "4", **(settings or {})}
+    values.setdefault("acq_expires", str(retransmit_budget(values)))
     return CONF.format(plugins=PLUGINS, socket=socket_path, log=log_path, **values)
+
+
+def retransmit_budget(values: dict) -> int:
+    """Seconds from a request to charon giving up on it (retransmit_base 1.0: a fixed interval),
+    rounded up to whole seconds as the sysctl wants, at least 1."""
+    total = float(values["retransmit_timeout"]) * (int(values["retransmit_tries"]) + 1)
+    return max(1, -int(-total // 1))
 
 
 def decode(value):
@@ -173,12 +187,18 @@ class Charon:
     def list_sas(self) -> list[dict]:
         return [decode(sa) for sa in self.session.list_sas()]
 
-    def terminate_all(self) -> int:
-        """Delete every IKE_SA, telling each peer (a planned cluster move)."""
+    def terminate_all(self, wait_ms: int) -> tuple[int, int]:
+        """Delete every IKE_SA, telling each peer (a planned cluster move). Waits up to `wait_ms`
+        per SA for the peer's answer; charon sends the DELETE either way, so an answer slower
+        than that (a loaded machine) is counted, not an error. Returns (deleted, unconfirmed)."""
         ids = [ike["uniqueid"] for entry in self.list_sas() for ike in entry.values()]
+        unconfirmed = 0
         for uid in ids:
-            list(self.session.terminate({"ike-id": uid, "timeout": "500"}))
-        return len(ids)
+            try:
+                list(self.session.terminate({"ike-id": uid, "timeout": str(wait_ms)}))
+            except vici.exception.CommandException:  # "terminating SA failed": not answered in time
+                unconfirmed += 1
+        return len(ids), unconfirmed
 
     def list_policies(self) -> list[dict]:
         return [decode(p) for p in self.session.list_policies({"trap": "yes", "pass": "yes", "drop": "yes"})]

@@ -7,6 +7,10 @@ VIP moves:
   node takes it and announces it with gratuitous ARP, as the cluster service does;
 - crash: the owner's charon is killed (no DELETE) and its link goes down; the other node takes
   the VIP. The client still holds an SA to the VIP until its timers give the old peer up.
+Before the move the lab waits for a steady state: a CHILD_SA between the client and the VIP is
+established and the last requests sent since then were all answered (a fixed warm-up moved the
+VIP while the first negotiation was still running on a busy machine, and the scenario then
+measured nothing). If that never happens the VIP is not moved and the result says why.
 The stream runs until requests succeed again (plus a short tail) or the deadline passes.
 """
 
@@ -24,6 +28,9 @@ from lab.guest.traffic import REPLY
 
 REQUEST_TIMEOUT = 1.0
 TAIL = 2.0  # seconds of successful requests recorded after recovery
+STEADY_REQUESTS = 5  # consecutive answered requests, all sent after the SA came up
+STEADY_TIMEOUT = 30.0  # the first negotiation may cost seconds on a loaded machine; not 30
+DELETE_WAIT_MS = 3000  # a planned move waits this long for the peers to confirm the DELETE
 
 
 class RequestStream:
@@ -42,6 +49,18 @@ class RequestStream:
         self._stop.set()
         self._thread.join(timeout=5)
         time.sleep(REQUEST_TIMEOUT + 0.2)  # let the last requests finish
+
+    def answered_since(self, t: float) -> int:
+        """How many requests in a row, sent after `t`, were answered, counting back from the
+        newest finished one."""
+        with self._lock:
+            done = sorted((r for r in self.requests if r["t_send"] > t), key=lambda r: r["n"])
+        run = 0
+        for r in reversed(done):
+            if not r["ok"]:
+                break
+            run += 1
+        return run
 
     def last_ok_after(self, t: float) -> float | None:
         with self._lock:
@@ -132,8 +151,9 @@ def move_vip(scenario: dict, owner_charon) -> dict:
         # the DELETE lands on this node again a moment before the VIP leaves it.
         _refuse_new_ike(scenario["switch_ns"], src, scenario["vip"])
         steps.append(f"{src['host']}: new IKE SAs on the VIP refused")
-        deleted = owner_charon.terminate_all()  # DELETE to every peer: they re-arm their traps
-        steps.append(f"{src['host']}: deleted {deleted} IKE_SAs (peers told)")
+        deleted, unconfirmed = owner_charon.terminate_all(DELETE_WAIT_MS)  # peers re-arm their traps
+        steps.append(f"{src['host']}: deleted {deleted} IKE_SAs (peers told)" + (
+            f"; {unconfirmed} DELETE not confirmed within {DELETE_WAIT_MS / 1000:g} s" if unconfirmed else ""))
         _ip(src["ns"], "addr", "del", scenario["vip_cidr"], "dev", src["ifname"])
         steps.append(f"{src['host']}: VIP removed")
     else:
@@ -145,10 +165,58 @@ def move_vip(scenario: dict, owner_charon) -> dict:
     return {"t_event": t0, "t_event_done": time.time(), "steps": steps}
 
 
+def sa_up_since(charon, vip: str) -> float | None:
+    """When the client's charon last reported a CHILD_SA with the VIP up (its event stream)."""
+    if charon is None:
+        return None
+    ups = [ev["t"] for ev in list(charon.events) if ev.get("event") == "child-updown"
+           and ev["data"].get("up") == "yes"
+           and any(isinstance(ike, dict) and ike.get("remote-host") == vip for ike in ev["data"].values())]
+    return max(ups) if ups else None
+
+
+def _gave_up(charon) -> int:
+    """Negotiations the client's charon abandoned so far ("giving up after N retransmits")."""
+    try:
+        with open(charon.log_path, errors="replace") as f:
+            return sum(1 for line in f if "giving up after" in line)
+    except (OSError, AttributeError):
+        return 0
+
+
+def wait_steady(scenario: dict, stream: RequestStream, client_charon) -> dict:
+    """Until requests are answered through an established SA (or, for a client without IPsec,
+    simply answered), at least `warmup` seconds in; gives up after STEADY_TIMEOUT."""
+    started = time.time()
+    while True:
+        now = time.time()
+        up = sa_up_since(client_charon, scenario["vip"]) if client_charon else started
+        answered = stream.answered_since(up) if up else 0
+        if up and answered >= STEADY_REQUESTS and now - started >= scenario["warmup"]:
+            return {"steady": True, "after": round(now - started, 2), "sa_up_after": round(up - started, 2),
+                    "ike_gave_up": _gave_up(client_charon)}
+        if now - started > STEADY_TIMEOUT:
+            why = (f"no CHILD_SA with {scenario['vip']} within {STEADY_TIMEOUT:g} s" if not up else
+                   f"CHILD_SA up after {up - started:.1f} s but only {answered} requests in a row answered since")
+            gave_up = _gave_up(client_charon)
+            if gave_up:
+                why += f"; the client's IKE gave up {gave_up} time(s) after its retransmits"
+            return {"steady": False, "after": round(now - started, 2), "why": why}
+        time.sleep(0.05)
+
+
 def run(scenario: dict, charons: dict, progress) -> dict:
     stream = RequestStream(scenario)
     stream.start()
-    time.sleep(scenario["warmup"])  # the client's SA with the owner is up and carrying traffic
+    steady = wait_steady(scenario, stream, charons.get(scenario["src"]))
+    if not steady["steady"]:  # moving the VIP now would measure the first negotiation, not a failover
+        stream.stop()
+        progress("failover", f"no steady state before the move: {steady['why']}; VIP not moved")
+        now = time.time()
+        return {"t_event": now, "t_event_done": now, "steps": [], "steady": steady,
+                "requests": sorted(stream.requests, key=lambda r: r["n"]), "deadline": now}
+    progress("failover", f"steady after {steady['after']:.1f} s (SA up after {steady['sa_up_after']:.1f} s, "
+                         f"{STEADY_REQUESTS} requests in a row answered through it)")
     progress("failover", f"{scenario['mode']}: moving {scenario['vip']} from {scenario['from']['host']} "
                          f"to {scenario['to']['host']} under {scenario['rate']:g} requests/s")
     event = move_vip(scenario, charons[scenario["from"]["host"]])
@@ -162,4 +230,5 @@ def run(scenario: dict, charons: dict, progress) -> dict:
     stream.stop()
     progress("failover", f"recovered after {recovered - event['t_event']:.2f} s" if recovered
              else f"no recovery within {scenario['deadline']:.0f} s")
-    return {**event, "requests": sorted(stream.requests, key=lambda r: r["n"]), "deadline": deadline}
+    return {**event, "requests": sorted(stream.requests, key=lambda r: r["n"]), "deadline": deadline,
+            "steady": steady}

@@ -34,6 +34,9 @@ def print_failover(results: list[FailoverResult], console) -> None:
                       f"{r.failed_requests} / {r.requests}", WINDOWS_SHORT[r.mode])
     console.print(table)
     for r in results:
+        if r.steady and r.steady_reached:
+            console.print(f"{r.name}: {r.steady}", highlight=False, markup=False)
+    for r in results:
         if not r.ok:
             console.print(f"FAILED {r.name}: {r.reason}", highlight=False, markup=False)
     held = sum(r.ok for r in results)

@@ -39,19 +39,23 @@ class FailoverResult:
     timeline: list[tuple[float, bool]] = field(default_factory=list)  # (seconds from the move, ok)
     sa_events: list[tuple[float, str]] = field(default_factory=list)
     line: int | None = None
+    steady: str | None = None  # how the steady state before the move was reached, or why not
+    steady_reached: bool = True
     run_id: str = ""
     kernel: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        if self.outage is None or self.outage > self.max_seconds:
+        if not self.steady_reached or self.outage is None or self.outage > self.max_seconds:
             return False
         return self.cleartext_policy == "allowed" or self.cleartext_packets == 0
 
     @property
     def reason(self) -> str:
         parts = []
+        if not self.steady_reached:
+            return f"no steady state before the move ({self.steady}): the VIP was not moved, nothing measured"
         if self.outage is None:
             parts.append("requests never succeeded again")
         else:
@@ -83,6 +87,13 @@ def judge_failover(scenario: dict, fo: dict, events: dict, packets: list[Packet]
                    received: list[dict], line: int | None = None) -> FailoverResult:
     t0 = fo["t_event"]
     reqs = fo["requests"]
+    steady = fo.get("steady") or {"steady": True}
+    steady_text = (f"steady {steady['after']:.1f} s after the start: CHILD_SA with the VIP up after "
+                   f"{steady['sa_up_after']:.1f} s, requests answered through it" if steady["steady"] and "after" in steady
+                   else steady.get("why"))
+    if steady["steady"] and steady.get("ike_gave_up"):  # a retry, as Windows retries: said, not hidden
+        steady_text += (f"; before that the client's IKE gave up {steady['ike_gave_up']} time(s) after its "
+                        "retransmits and renegotiated on the next request")
     before = [r["t_done"] for r in reqs if r["ok"] and r["t_send"] < t0]
     after = [r["t_done"] for r in reqs if r["ok"] and r["t_send"] >= fo["t_event_done"]]
     last_good, first_good = (max(before) if before else None), (min(after) if after else None)
@@ -111,5 +122,5 @@ def judge_failover(scenario: dict, fo: dict, events: dict, packets: list[Packet]
         steps=list(fo["steps"]), windows=WINDOWS_FIGURES[scenario["mode"]],
         timeline=[(round(r["t_send"] - t0, 3), bool(r["ok"])) for r in reqs],
         sa_events=[(round(t - t0, 3), f"CHILD_SA up on {h} (SPI {c.get('spi-in', '?')})") for t, h, c in ups],
-        line=line,
+        line=line, steady=steady_text, steady_reached=bool(steady["steady"]),
     )

@@ -34,6 +34,7 @@ STEADY_TIMEOUT = 30.0  # the first negotiation may cost seconds on a loaded mach
 # is sent either way). Not longer: once the owner has deleted its SA but still holds the VIP,
 # its in-flight answers leave in clear (seen with a 3 s wait when a DELETE took 1.1 s).
 DELETE_WAIT_MS = 500
+OFFLINE_PRIORITY = 0xFFFFFF00  # below every policy charon installs
 
 
 class RequestStream:
@@ -154,6 +155,14 @@ def move_vip(scenario: dict, owner_charon) -> dict:
         # the DELETE lands on this node again a moment before the VIP leaves it.
         _refuse_new_ike(scenario["switch_ns"], src, scenario["vip"])
         steps.append(f"{src['host']}: new IKE SAs on the VIP refused")
+        # The virtual server goes offline before its SAs: once they are deleted nothing of the
+        # service may leave the VIP in clear (a lowest-priority block: SAs still win while up).
+        # Without it, a DELETE slow to confirm on a loaded machine let in-flight answers out in
+        # clear between the SA's deletion and the VIP's removal.
+        _ip(src["ns"], "xfrm", "policy", "add", "src", f"{scenario['vip']}/32", "dst", "0.0.0.0/0",
+            "proto", scenario["protocol"], "sport", str(scenario["port"]), "dir", "out",
+            "priority", str(OFFLINE_PRIORITY), "action", "block")
+        steps.append(f"{src['host']}: service on the VIP offline (its answers blocked once its SAs go)")
         deleted, unconfirmed = owner_charon.terminate_all(DELETE_WAIT_MS)  # peers re-arm their traps
         steps.append(f"{src['host']}: deleted {deleted} IKE_SAs (peers told)" + (
             f"; {unconfirmed} DELETE not confirmed within {DELETE_WAIT_MS / 1000:g} s" if unconfirmed else ""))

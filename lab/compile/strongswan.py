@@ -119,6 +119,13 @@ def _ike_common(topology: Topology, host: Host) -> dict:
     }
     if topology.ike_version == 1:
         conn["aggressive"] = "no"  # Main Mode, as Windows 2000/2003
+    if host.cluster:
+        # A cluster node keeps one SA per client, as a Windows node keeps one Main Mode SA per
+        # peer. Seen on a loaded machine: a client gave up on a slow IKE_AUTH and renegotiated;
+        # the node completed both, kept both CHILD_SAs, and sent every answer with the orphan's
+        # SPI, which the client did not know: the VIP was dark for 30 s. A newer IKE_SA from
+        # the same client now replaces the older one.
+        conn["unique"] = "replace"
     if topology.ike_lifetime_minutes:
         # IKEv1 has no IKE rekeying: the Main Mode lifetime is a reauthentication time.
         conn["reauth_time" if topology.ike_version == 1 else "rekey_time"] = f"{topology.ike_lifetime_minutes}m"

@@ -261,3 +261,14 @@ def test_bulk_probe_throughput_is_measured_from_connect_to_answer(capture):
     v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
     assert v.evidence.throughput_mbps == round(2 * 1024 * 1024 * 8 / 2.0 / 1e6, 2)
     assert "2048 KiB at" in v.reason
+
+
+def test_a_delivered_flow_says_when_ike_retried():
+    from lab.verdicts.classify import Evidence, reason
+
+    fields = {f: None for f in Evidence.__dataclass_fields__}
+    fields.update(delivered=True, seconds=4.2, spis=(), segments=(), ike_reasons=(
+        "fe: giving up after 4 retransmits",), xfrm_errors={}, bulk_bytes=0, clear_handshake=0)
+    ev = Evidence(**fields)
+    text = reason("esp", ev, 10)
+    assert "IKE between the two retried (fe: giving up after 4 retransmits)" in text

@@ -195,7 +195,11 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
     if observed == "unobserved":
         parts.append("no packet of this flow was captured")
     # A delivered flow: the pair's IKE failures, if any, concerned other flows; only a fallback
-    # to clear explains something about this one.
+    # to clear explains something about this one. A negotiation between the two that ran out of
+    # retransmits is a retry (Windows retries too): never hidden behind a pass.
+    retried = [r for r in ev.ike_reasons if "giving up after" in r]
+    if retried:
+        parts.append("IKE between the two retried (" + "; ".join(retried[:2]) + ")")
     return "; ".join(parts + ([ev.soft_sa] if ev.soft_sa else []))
 
 

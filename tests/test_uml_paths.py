@@ -1,0 +1,52 @@
+"""The checkout and the Python running `lab` may live anywhere: what the UML guest hides under
+its own /tmp and /run tmpfs is mounted back from the host, quoted, and nothing more."""
+
+from __future__ import annotations
+
+import sys
+
+from lab.providers import uml
+from lab.providers.base import RunFiles
+
+
+def test_paths_under_tmp_and_run_are_bound_back_topmost_only(tmp_path):
+    checkout = tmp_path / "a checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    assert str(tmp_path).startswith("/tmp/")
+    paths = [str(checkout), str(checkout / ".venv"), str(checkout / ".venv" / "bin"), "/usr/lib", "/var/tmp"]
+    assert uml.hidden_paths(paths) == [str(checkout)]
+
+
+def test_the_masked_roots_themselves_and_missing_paths_are_never_bound(tmp_path):
+    assert uml.hidden_paths(["/tmp", "/run", "/tmp/", str(tmp_path / "absent")]) == []
+
+
+def test_a_symlink_into_tmp_binds_its_target(tmp_path):
+    target = tmp_path / "python-env"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert str(target) in uml.hidden_paths([str(link)])
+
+
+def test_bind_lines_quote_paths_with_spaces():
+    text = uml.bind_lines(["/tmp/ipsec lab ci"])
+    assert "mkdir -p '/tmp/ipsec lab ci' && mount -t hostfs -o '/tmp/ipsec lab ci' none '/tmp/ipsec lab ci'" in text
+    assert uml.bind_lines([]) == ""
+
+
+def test_the_init_binds_a_python_under_tmp_before_using_it(tmp_path, monkeypatch):
+    env = tmp_path / "x y" / ".venv"
+    (env / "bin").mkdir(parents=True)
+    python = env / "bin" / "python"
+    python.write_text("")
+    monkeypatch.setattr(sys, "executable", str(python))
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    (rundir / "plan.json").write_text('{"provider": "netns"}')
+    guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES))
+    text = open(guest._write_init()).read()
+    bind = text.index(f"mount -t hostfs -o '{tmp_path}")
+    assert text.index("mount -t tmpfs tmpfs /tmp") < bind < text.index(f"'{python}' -m lab.guest.executor")
+    assert "halt" not in text and "sysrq-trigger" in text
+    assert uml.GUEST_WORKDIR != "/tmp/lab"  # a checkout at /tmp/lab must not become the guest's workdir

@@ -16,8 +16,14 @@ from pathlib import Path
 
 
 def state_dir() -> Path:
-    # Not under /tmp: the guest mounts its own tmpfs there and must still see the run files.
-    return Path(os.environ.get("LAB_STATE_DIR", "/var/tmp/ipsec-lab"))
+    # Anywhere (under /tmp or /run too: the guest binds the run directory back), but without
+    # whitespace: the guest's init script and UML's own directory go on a kernel command line.
+    path = os.environ.get("LAB_STATE_DIR", "/var/tmp/ipsec-lab")
+    if any(c.isspace() for c in path):
+        from lab.errors import LabError
+        raise LabError(f"LAB_STATE_DIR: {path!r} contains whitespace, which UML's kernel command line "
+                       "cannot carry; choose a directory without")
+    return Path(path)
 
 
 def _alive(pid: int) -> bool:

@@ -50,3 +50,12 @@ def test_the_init_binds_a_python_under_tmp_before_using_it(tmp_path, monkeypatch
     assert text.index("mount -t tmpfs tmpfs /tmp") < bind < text.index(f"'{python}' -m lab.guest.executor")
     assert "halt" not in text and "sysrq-trigger" in text
     assert uml.GUEST_WORKDIR != "/tmp/lab"  # a checkout at /tmp/lab must not become the guest's workdir
+
+
+def test_a_state_directory_with_spaces_is_refused_in_one_line(monkeypatch, capsys):
+    from lab.cli import main
+
+    monkeypatch.setenv("LAB_STATE_DIR", "/var/tmp/my lab")
+    assert main(["cleanup"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "LAB_STATE_DIR" in err

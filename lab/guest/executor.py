@@ -158,9 +158,23 @@ class Run:
         t.join()
         outcomes += got.get("real", [])
         by_id = {o["id"]: o for o in outcomes}
-        logs = {p["dst"]: self.servers.log(p["dst"], p["proxied"]["log"]) for p in proxied}
         markers = {p["id"]: p["marker"] for p in self.plan["probes"]}
+        logs = self._proxied_logs(proxied, by_id, markers)
         return outcomes + clients.proxied_outcomes(proxied, by_id, logs, markers)
+
+    def _proxied_logs(self, proxied: list[dict], by_id: dict, markers: dict, grace: float = 3.0) -> dict:
+        """The back-ends' access logs, once they hold every proxied request whose client got its
+        answer. nginx writes the line after sending the answer: on a loaded machine the front-end
+        relayed it and the client finished first, and the log was read a moment too early ("the
+        back-end never logged the proxied request", with the request in ESP on the wire)."""
+        expected = [p for p in proxied if by_id.get(p["proxied"]["of"], {}).get("delivered")]
+        deadline = time.monotonic() + grace
+        while True:
+            logs = {p["dst"]: self.servers.log(p["dst"], p["proxied"]["log"]) for p in proxied}
+            if time.monotonic() > deadline or all(
+                    f"/{markers[p['proxied']['of']]}" in logs[p["dst"]] for p in expected):
+                return logs
+            time.sleep(0.05)
 
     def collect(self) -> None:
         progress("collect", "SAs, policies and XFRM state from every IPsec host")

@@ -31,6 +31,10 @@ from lab.services.tls import forget, server_certificate
 
 CACHE = Path(os.environ.get("LAB_SERVICES_CACHE", "/var/lib/ipsec-lab/services"))
 CLIENT_TIMEOUT = 10.0  # as a lab probe: covers SYN retries while IKE runs
+# A request a proxy forwards over a leg that IKE may still have to negotiate: the proxy's SYNs
+# go out at 0, 1, 3, 7 and 15 s, so an IKE of 4 s (a loaded machine) puts the answer past 10 s
+# (seen: curl timed out at 10 s while the leg itself was judged esp).
+PROXIED_CLIENT_TIMEOUT = 20.0
 
 # Which daemon listens on what (the guest waits for these before the probes).
 PORTS = {"nginx": {"http": ("tcp", 80), "https": ("tcp", 443)},
@@ -178,6 +182,7 @@ def prepare(topology, plan: dict, rundir: str, pki=None) -> RunServers:
                 proxy = topology.host(e.destination).servers.proxy_to
                 if proxy:  # the back-end checks the login the front-end forwards
                     users.setdefault(proxy, []).append((p["marker"], password))
+                    p["timeout"] = max(p["timeout"], PROXIED_CLIENT_TIMEOUT)
             p["client"] = _client_plan(topology, e, p, pki)
             out.wire[p["id"]] = _wire_forms(e.service.name, p["marker"], password)
             p["credential_on_wire"] = p["marker"]  # until restore_credentials, host side
@@ -296,7 +301,7 @@ def _client_plan(topology, e, p: dict, pki) -> dict:
     if kind in ("http", "https"):
         scheme = "https" if kind == "https" else "http"
         files = {}
-        argv = ["curl", "-sS", "-K", "@DIR@/login", "--max-time", str(CLIENT_TIMEOUT - 0.5),
+        argv = ["curl", "-sS", "-K", "@DIR@/login", "--max-time", str(p.get("timeout", CLIENT_TIMEOUT) - 0.5),
                 "--interface", p["src_address"], "-o", "@DIR@/body", "-w", "%{http_code} %{local_port}",
                 f"{scheme}://{address}/{marker}"]
         if kind == "https":

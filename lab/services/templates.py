@@ -19,7 +19,7 @@ def nginx_conf(*, http: bool, https: bool, proxy_to: str | None, ssl_required: b
         # As an Exchange front-end: the client's request, its Basic login included, goes on to
         # the back-end over plain HTTP; the back-end checks the login.
         content = (f"proxy_pass http://{proxy_to}:80; proxy_http_version 1.0; "
-                   "proxy_set_header Host $host; proxy_connect_timeout 10s;")
+                   "proxy_set_header Host $host; proxy_connect_timeout 19s;")
     else:
         login = 'auth_basic "lab"; auth_basic_user_file @ROOT@/htpasswd;' if auth else ""
         content = f"{login} root @ROOT@/www; try_files /index.txt =404;"

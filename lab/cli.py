@@ -24,6 +24,8 @@ examples:
   lab validate topologies/*.yaml
   lab compile topologies/exchange-fe-be-http.yaml --host fe
   lab verify topologies/exchange-fe-be-http.yaml --provider docker
+  lab predict topologies/kb821839-b.yaml
+  lab verify topologies/kb821839-b.yaml --matrix
   lab failover topologies/exchange-cluster-failover.yaml
   lab image build
   lab cleanup
@@ -47,6 +49,11 @@ def cmd_verify(args, out: Console, err: Console) -> int:
     from lab import runner
     from lab.report.table import print_sas, print_summary, print_verdicts
 
+    from lab.predict.commands import cmd_verify_matrix, lint_before_run
+
+    if args.matrix:
+        return cmd_verify_matrix(args, out, err, _progress_printer(err))
+    lint_before_run(args.topology, err)
     report_dir = args.report or f"reports/{_stem(args.topology)}"
     result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=_progress_printer(err),
                         provider=args.provider)
@@ -205,7 +212,23 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--report", metavar="DIR", help="report folder (default: reports/<topology name>)")
     _lab_options(v)
     v.add_argument("--no-sas", action="store_true", help="do not print the SA table")
+    v.add_argument("--matrix", action="store_true", help="run every predicted flow (lab predict), not only "
+                   "the written expectations; exit 1 where prediction and observation differ")
+    v.add_argument("--services", metavar="LIST", help="with --matrix: these services (http,imap,tcp/8080) "
+                   "to every host instead of what each offers")
     v.set_defaults(func=cmd_verify)
+
+    from lab.predict.commands import cmd_predict
+    pr = sub.add_parser("predict", help="predict every flow from the model (nothing is started); lint the expectations",
+                        description="For every ordered pair of hosts (and cluster VIPs) and every service the "
+                        "destination offers, the result the Windows semantics predict (esp, ah, clear, dropped), "
+                        "the rule on each side that decides it and why. Written expectations the model "
+                        "contradicts are listed; exit 1 when there is one.")
+    pr.add_argument("topology", nargs="+")
+    pr.add_argument("--services", metavar="LIST", help="these services (http,imap,tcp/8080) instead of what each host offers")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    pr.add_argument("--lint", action="store_true", help="only the written expectations the model contradicts")
+    pr.set_defaults(func=cmd_predict)
 
     fo = sub.add_parser("failover", help="move a cluster's VIP under load and measure how long protection takes to return",
                         description="For each failover scenario of the topology: bring the lab up, stream requests "

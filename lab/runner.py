@@ -121,11 +121,14 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
 
 def run(topology_path: str, report_dir: str, kernel: str = "auto",
         on_progress: ProgressFn = _quiet, psk: str | None = None, provider: str = "netns",
-        pki: LabPki | None = None, secret_sink: list[bytes] | None = None) -> RunReport:
+        pki: LabPki | None = None, secret_sink: list[bytes] | None = None,
+        topology=None) -> RunReport:
     """Run one topology and judge its expectations. `psk`, `pki` and `secret_sink` (which
-    receives the servers' generated passwords) are for tests that check secrets never leak."""
+    receives the servers' generated passwords) are for tests that check secrets never leak.
+    `topology`: an already loaded model to run instead (lab verify --matrix swaps in the
+    predicted flows as expectations)."""
     started = time.monotonic()
-    topology = load_topology(topology_path)
+    topology = topology or load_topology(topology_path)
     with executed(topology, kernel, on_progress, psk, provider, pki=pki, report_dir=report_dir) as (ex, key):
         ex.servers.restore_credentials(ex.plan)  # the logins as they crossed the wire, host side
         if secret_sink is not None:

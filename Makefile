@@ -16,7 +16,10 @@ ifeq ($(strip $(APT_PACKAGES)),)
 $(error no packages read from $(PROGRAMS))
 endif
 
-.PHONY: setup packages lab test unit conformance verify bench clean cleanup help images
+# Only for the report's screenshot test (a real headless browser): make browser (make unit runs it)
+TEST_PACKAGES := chromium
+
+.PHONY: setup packages lab test unit conformance verify bench clean cleanup help images browser
 
 help:
 	@echo "make setup  install the Debian packages of lab/programs.txt, make .venv, check the UML kernel"
@@ -59,7 +62,7 @@ $(STAMP)/uml: tools/install-uml-kernel.sh $(STAMP)/apt
 lab: setup
 	$(BIN)/tox -e lab
 
-unit: setup
+unit: setup browser
 	$(BIN)/python -m pytest tests -q
 
 conformance: setup
@@ -73,6 +76,10 @@ verify: setup
 
 bench: setup
 	$(BIN)/python bench/bench_verify.py $(TOPOLOGY)
+
+browser: setup
+	@dpkg-query -W -f='$${db:Status-Status}' $(TEST_PACKAGES) 2>/dev/null | grep -qx installed || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEST_PACKAGES); }
 
 images: setup
 	$(BIN)/lab image build

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
+from lab.pytest_plugin import check_expectation
+
 
 def test_expectation(expectation_case, lab_runs):
     __tracebackhide__ = True
-    path, exp_id = expectation_case
-    report = lab_runs.get(path)
-    assert not report.errors, f"the lab run reported errors: {report.errors}"
-    verdict = next((v for v in report.verdicts if v.id == exp_id), None)
-    assert verdict is not None, f"no verdict for {exp_id}: the probe never ran"
-    assert verdict.ok, (f"{path}:{verdict.line}: {exp_id}: expected {verdict.expected}, "
-                        f"observed {verdict.observed}: {verdict.reason}")
+    check_expectation(lab_runs, *expectation_case)

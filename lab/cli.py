@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
                    "to every host instead of what each offers")
     v.set_defaults(func=cmd_verify)
 
-    from lab.predict.commands import cmd_predict
+    from lab.predict.commands import cmd_diff, cmd_predict, cmd_setup
     pr = sub.add_parser("predict", help="predict every flow from the model (nothing is started); lint the expectations",
                         description="For every ordered pair of hosts (and cluster VIPs) and every service the "
                         "destination offers, the result the Windows semantics predict (esp, ah, clear, dropped), "
@@ -229,6 +229,20 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pr.add_argument("--lint", action="store_true", help="only the written expectations the model contradicts")
     pr.set_defaults(func=cmd_predict)
+
+    df = sub.add_parser("diff", help="run two versions of a design as whole matrices; print the flows that changed",
+                        description="Run OLD and NEW as whole matrices (lab verify --matrix) and print only the flows "
+                        "whose observed result changed, e.g. 'fe -> be imap: esp -> clear'. With --base REF, OLD is "
+                        "FILE as it was at that git revision.")
+    df.add_argument("files", nargs="+", metavar="FILE", help="OLD NEW, or with --base one FILE")
+    df.add_argument("--base", metavar="GIT_REF", help="compare FILE at this git revision with FILE now")
+    df.add_argument("--static", action="store_true", help="compare predictions only; start nothing")
+    df.add_argument("--fail-uncovered", action="store_true",
+                    help="exit 1 when a changed flow has no written expectation in NEW")
+    df.add_argument("--markdown", metavar="FILE", help="write a summary for a pull request")
+    df.add_argument("--report", metavar="DIR", help="report folder (default: reports/diff-<NEW name>)")
+    _lab_options(df)
+    df.set_defaults(func=cmd_diff)
 
     fo = sub.add_parser("failover", help="move a cluster's VIP under load and measure how long protection takes to return",
                         description="For each failover scenario of the topology: bring the lab up, stream requests "
@@ -263,6 +277,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("action", choices=("build", "list"))
     i.add_argument("--force", action="store_true", help="build again even if the tag exists")
     i.set_defaults(func=cmd_image)
+
+    su = sub.add_parser("setup", help="install what the lab needs on this machine (for pip users; make setup does the same)")
+    su.add_argument("--system", action="store_true", required=True,
+                    help="install the Debian packages of lab/programs.txt (the Makefile's list), as root")
+    su.add_argument("--dry-run", action="store_true", help="only say what is missing")
+    su.set_defaults(func=cmd_setup)
 
     d = sub.add_parser("doctor", help="check every program the lab may start (naming the Debian package of "
                        "each missing one) and say which kernel the lab would use")

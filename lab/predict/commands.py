@@ -81,3 +81,16 @@ def cmd_verify_matrix(args, out: Console, err: Console, progress) -> int:
     return 1 if disagree or result.errors else 0
 
 
+
+
+def cmd_diff(args, out: Console, err: Console) -> int:
+    from lab.cli import _progress_printer
+    from lab.predict.diff import cmd_diff as run_diff
+
+    return run_diff(args, out, err, _progress_printer(err))
+
+
+def cmd_setup(args, out: Console, err: Console) -> int:
+    from lab.system_setup import install
+
+    return install(args.dry_run, lambda m: out.print(f"setup: {m}", highlight=False))

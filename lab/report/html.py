@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from lab.report.picture import report_picture
 from lab.report.table import location, phase_name, short_evidence, summary_text
 from lab.verdicts.model import RunReport, Verdict
 
@@ -69,6 +70,7 @@ def render_html(report: RunReport, artifacts: dict[str, str] | None = None) -> s
         timings=_timings(report),
         rows=[_row(report, v) for v in report.verdicts],
         artifacts=report.artifacts if artifacts is None else artifacts,
+        picture=report_picture(report),
     )
 
 

@@ -1,0 +1,249 @@
+"""The lab as a pytest plugin (entry point `pytest11: lab`), for a user's own repository:
+
+    pytest --lab-topologies 'designs/*.yaml'                 one test per written expectation
+    pytest --lab-topologies 'designs/*.yaml' --lab-matrix    plus one per predicted flow (lab predict)
+    pytest ... --junitxml=reports/junit.xml                  JUnit, as any pytest run
+
+Each topology runs once on a live lab (the first test that needs it starts it); its report goes
+to `--lab-reports/<file stem>/`, and `index.html` there links them all. Test ids are those of
+the project's own conformance suite: `<topology>::<from>-><to>:<service>[behaviours]`; matrix
+tests are `<topology>::matrix::<from>-><to>:<service>`. The conformance suite uses the same
+LabRuns, index and summary from here (conformance/conftest.py). Nothing happens unless
+--lab-topologies is given or a test asks for the `lab_runs` fixture.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from lab.model.load import load_topology
+
+
+class LabRuns:
+    """Runs each topology at most once per session and remembers what it concluded."""
+
+    def __init__(self, reports: Path, matrix: bool = False):
+        self.root = Path(reports)
+        self.matrix = matrix  # run the whole predicted matrix, not only the written flows
+        self.reports: dict[str, object] = {}
+        self.psk: dict[str, str] = {}
+        self.pki: dict[str, object] = {}  # the lab CA of each certificates topology (its keys)
+        self.output: dict[str, list[str]] = {}
+        self.failovers: dict[str, list] = {}  # topology path -> FailoverResults, for the index
+        self.server_secrets: dict[str, list[bytes]] = {}  # real servers' passwords, per topology
+        self.matrices: dict[str, list] = {}  # topology path -> MatrixRows (--lab-matrix)
+
+    def report_dir(self, path: str) -> Path:
+        return self.root / Path(path).stem
+
+    def get(self, path: str):
+        if path not in self.reports:
+            self.reports[path] = self._run(path)
+        result = self.reports[path]
+        if isinstance(result, Exception):
+            pytest.fail(f"the lab could not run {path}: {result}", pytrace=False)
+        return result
+
+    def _run(self, path: str):
+        from lab import report as reports
+        from lab import runner
+        from lab.pki import build_pki
+
+        self.psk[path] = "conformance-" + secrets.token_urlsafe(18)
+        topo = load_topology(path)
+        if topo.auth_method == "certificates":  # made here, so the tests know the keys
+            self.pki[path] = build_pki(topo)
+        swapped = predictions = written = None
+        if self.matrix:
+            from lab.predict import live
+            swapped, predictions, written = live.matrix_topology(topo)
+        lines = self.output.setdefault(path, [])
+        try:
+            result = runner.run(path, str(self.report_dir(path)), kernel=os.environ.get("LAB_KERNEL", "auto"),
+                                on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
+                                psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"),
+                                pki=self.pki.get(path), secret_sink=self.server_secrets.setdefault(path, []),
+                                topology=swapped)
+        except Exception as exc:  # noqa: BLE001  every case of this topology fails with the same reason
+            return exc
+        reports.write_all(result, str(self.report_dir(path)))
+        if self.matrix:
+            from lab.predict import live
+            self.matrices[path] = live.rows(result, predictions, written)
+            live.write_matrix(self.matrices[path], topo, self.report_dir(path))
+        return result
+
+    def verdict(self, path: str, exp_id: str):
+        report = self.get(path)
+        assert not report.errors, f"the lab run reported errors: {report.errors}"
+        verdict = next((v for v in report.verdicts if v.id == exp_id), None)
+        assert verdict is not None, f"no verdict for {exp_id}: the probe never ran"
+        return verdict
+
+
+def expectation_id(topo, exp) -> str:
+    tags = f"[{','.join(exp.behaviours)}]" if exp.behaviours else ""
+    return f"{topo.name}::{exp.id}{tags}"
+
+
+def check_expectation(runs: LabRuns, path: str, exp_id: str) -> None:
+    """The written expectation holds on the wire (against what it says, also in a matrix run)."""
+    __tracebackhide__ = True
+    verdict = runs.verdict(path, exp_id)
+    exp = next(e for e in load_topology(path).expectations if e.id == exp_id)
+    if runs.matrix:  # the run judged the prediction; the written result is checked here
+        assert verdict.observed == exp.result.value, (
+            f"{path}:{verdict.line}: {exp_id}: expected {exp.result.value}, observed {verdict.observed}: "
+            f"{verdict.reason}")
+        return
+    assert verdict.ok, (f"{path}:{verdict.line}: {exp_id}: expected {verdict.expected}, "
+                        f"observed {verdict.observed}: {verdict.reason}")
+
+
+def check_matrix_flow(runs: LabRuns, path: str, flow_id: str) -> None:
+    __tracebackhide__ = True
+    runs.get(path)
+    row = next((r for r in runs.matrices.get(path, []) if r.id == flow_id), None)
+    assert row is not None, f"no verdict for {flow_id}: the probe never ran"
+    assert row.agrees, (f"{path}: {flow_id}: predicted {row.predicted}, observed {row.observed}; "
+                        f"prediction: {row.why}; wire: {row.evidence}")
+
+
+def write_index(runs: LabRuns) -> str | None:
+    """index.html: every topology's result, linking its own report."""
+    from lab.report.index import write_index as write
+
+    rows = []
+    for path, result in runs.reports.items():
+        stem = Path(path).stem
+        if isinstance(result, Exception):
+            rows.append({"name": stem, "description": "", "held": 0, "total": 0, "ok": False, "kind": "verify",
+                         "link": f"{stem}/report.html", "failed": [f"the lab could not run: {result}"]})
+            continue
+        held = sum(v.ok for v in result.verdicts)
+        rows.append({"name": result.topology, "description": result.description, "held": held,
+                     "total": len(result.verdicts), "ok": result.ok, "kind": "matrix" if runs.matrix else "verify",
+                     "link": f"{stem}/report.html",
+                     "failed": [f"{v.id}: expected {v.expected}, observed {v.observed}" for v in result.failed]})
+    for path, results in runs.failovers.items():
+        stem = Path(path).stem
+        rows.append({"name": stem, "description": "; ".join(f"{r.name}: outage {r.outage:.2f} s" if r.outage
+                                                             else f"{r.name}: no recovery" for r in results),
+                     "held": sum(r.ok for r in results), "total": len(results), "ok": all(r.ok for r in results),
+                     "kind": "failover", "link": f"{stem}/failover/failover.html",
+                     "failed": [f"{r.name}: {r.reason}" for r in results if not r.ok]})
+    return write(rows, str(runs.root / "index.html")) if rows else None
+
+
+# ---- the plugin's hooks ---------------------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("lab", "IPsec policy lab")
+    group.addoption("--lab-topologies", action="append", default=[], metavar="GLOB",
+                    help="topology files to verify on a live lab, one test per written expectation")
+    group.addoption("--lab-matrix", action="store_true",
+                    help="also run every predicted flow (lab predict); a test per flow, prediction vs wire")
+    group.addoption("--lab-reports", metavar="DIR", default=None,
+                    help="where each topology's report and index.html go (default: reports/lab)")
+
+
+def topology_globs(config) -> list[str]:
+    return sorted({str(Path(p).resolve()) for g in config.getoption("lab_topologies") for p in glob.glob(g)})
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix in (".yaml", ".yml") and str(file_path.resolve()) in topology_globs(parent.config):
+        return TopologyFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_sessionstart(session):
+    missing = [g for g in session.config.getoption("lab_topologies") if not glob.glob(g)]
+    if missing:
+        raise pytest.UsageError(f"--lab-topologies: no file matches {', '.join(missing)}")
+
+
+class TopologyFile(pytest.File):
+    """A topology file given with --lab-topologies: its expectations (and matrix) as tests."""
+
+    def collect(self):
+        from lab.errors import TopologyError
+
+        try:
+            topo = load_topology(self.path)
+        except TopologyError as exc:
+            raise self.CollectError(str(exc)) from None
+        path = str(self.path)
+        for exp in topo.expectations:
+            yield LabItem.from_parent(self, name=expectation_id(topo, exp), target=(path, exp.id, "written"))
+        if self.config.getoption("lab_matrix"):
+            from lab.predict.live import matrix_topology
+            written = {e.id for e in topo.expectations}
+            for exp in matrix_topology(topo)[0].expectations:
+                if exp.id not in written:
+                    yield LabItem.from_parent(self, name=f"{topo.name}::matrix::{exp.id}", target=(path, exp.id, "matrix"))
+
+
+class LabItem(pytest.Item):
+    def __init__(self, *, target, **kw):
+        super().__init__(**kw)
+        self.target = target
+
+    def runtest(self):
+        runs = self.config._lab_runs
+        path, flow_id, kind = self.target
+        (check_matrix_flow if kind == "matrix" else check_expectation)(runs, path, flow_id)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, (AssertionError, pytest.fail.Exception)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def _runs(config) -> LabRuns:
+    if not hasattr(config, "_lab_runs"):
+        reports = config.getoption("lab_reports") or "reports/lab"
+        config._lab_runs = LabRuns(Path(reports), matrix=config.getoption("lab_matrix"))
+    return config._lab_runs
+
+
+def pytest_configure(config):
+    if config.getoption("lab_topologies"):
+        _runs(config)
+
+
+@pytest.fixture(scope="session")
+def lab_runs(request) -> LabRuns:
+    return _runs(request.config)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Each topology's verdicts the way `lab verify` shows them, under pytest's own summary."""
+    runs = getattr(config, "_lab_runs", None)
+    if not runs or not (runs.reports or runs.failovers):
+        return
+    index = write_index(runs)
+    from rich.console import Console
+
+    from lab.report.table import print_sas, print_summary, print_verdicts
+
+    console = Console(file=terminalreporter._tw._file, width=120, force_terminal=False)
+    for path, result in runs.reports.items():
+        if isinstance(result, Exception):
+            continue
+        console.rule(f"{result.topology}  ({path})")
+        print_verdicts(result, console)
+        print_sas(result, console)
+        print_summary(result, console)
+        console.print(f"report: {runs.report_dir(path) / 'report.html'}", highlight=False)
+    if index:
+        console.print(f"all reports: {index}", highlight=False)

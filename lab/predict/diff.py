@@ -87,9 +87,10 @@ def side(path: str, static: bool, report_dir: str, args, progress) -> tuple[Topo
     from lab.predict.matrix import predict_matrix
 
     topology = load_topology(path)
-    if static:
-        return topology, {p.id: (p.flow.source, p.flow.destination, p.flow.service.name, p.result)
-                          for p in predict_matrix(topology)}, None
+    if static:  # the prediction stands in for the observation
+        rows = [live.MatrixRow(p.id, p.flow.source, p.flow.destination, p.flow.service.name, None, p.result,
+                               p.result, p.reason, "predicted") for p in predict_matrix(topology)]
+        return topology, {r.id: (r.source, r.destination, r.service, r.observed) for r in rows}, rows
     from lab import report as reports
     from lab import runner
 
@@ -128,10 +129,9 @@ def cmd_diff(args, out, err, progress) -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown(found, old_name, new_path, args.static, (len(old), len(new))))
         err.print(f"markdown: {args.markdown}", highlight=False)
-    if not args.static:
-        from lab.predict.picture import write_diff_page
-        page = write_diff_page(new_t, new_rows, found, report / "diff.html")
-        err.print(f"report: {page}", highlight=False)
+    from lab.report.picture import write_diff_page
+    page = write_diff_page(new_t, new_rows, found, report / "diff.html", static=args.static)
+    err.print(f"picture: {page}", highlight=False)
     disagreements = [r.id for rows in (old_rows or [], new_rows or []) for r in rows if not r.agrees]
     for fid in disagreements:
         err.print(f"[red]prediction and observation differ:[/red] {fid}", highlight=False)

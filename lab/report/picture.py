@@ -122,8 +122,9 @@ def report_picture(report) -> str:
     return render_svg(dot_source(topology, arrows)) + legend()
 
 
-def write_diff_page(topology: Topology, rows, changes, path: str | Path) -> str:
-    """diff.html: NEW's topology with every observed flow, the changed ones drawn thick."""
+def write_diff_page(topology: Topology, rows, changes, path: str | Path, static: bool = False) -> str:
+    """diff.html: NEW's topology with every observed (or, static, predicted) flow, the changed
+    ones drawn thick."""
     changed = {c.id: c for c in changes}
     arrows = [Arrow(r.source, r.destination, r.service, r.observed, failed=not r.agrees,
                     highlight=r.id in changed, faded=r.id not in changed) for r in rows or []]
@@ -131,7 +132,9 @@ def write_diff_page(topology: Topology, rows, changes, path: str | Path) -> str:
                     for c in changes) or "<li>No flow changed.</li>"
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>lab diff: {html.escape(topology.name)}</title>"
             "<style>body{font-family:Helvetica,Arial,sans-serif;margin:2em} .muted{color:#57606a} svg{max-width:100%;height:auto}</style>"
-            f"</head><body><h1>lab diff: {html.escape(topology.name)}</h1><h2>Changed flows</h2><ul>{items}</ul>"
+            f"</head><body><h1>lab diff: {html.escape(topology.name)}</h1>"
+            f"<p class=\"muted\">{'predicted from the model, nothing run' if static else 'observed on the wire'}</p>"
+            f"<h2>Changed flows</h2><ul>{items}</ul>"
             f"<h2>Topology</h2>{render_svg(dot_source(topology, arrows))}{legend()}</body></html>\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(page, encoding="utf-8")

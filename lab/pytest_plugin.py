@@ -58,24 +58,23 @@ class LabRuns:
         topo = load_topology(path)
         if topo.auth_method == "certificates":  # made here, so the tests know the keys
             self.pki[path] = build_pki(topo)
-        swapped = predictions = written = None
-        if self.matrix:
-            from lab.predict import live
-            swapped, predictions, written = live.matrix_topology(topo)
         lines = self.output.setdefault(path, [])
+
+        def run_one(topology=None, report_dir=None):
+            return runner.run(path, report_dir or str(self.report_dir(path)), kernel=os.environ.get("LAB_KERNEL", "auto"),
+                              on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
+                              psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"),
+                              pki=self.pki.get(path), secret_sink=self.server_secrets.setdefault(path, []),
+                              topology=topology)
         try:
-            result = runner.run(path, str(self.report_dir(path)), kernel=os.environ.get("LAB_KERNEL", "auto"),
-                                on_progress=lambda e: lines.append(f"{e.get('phase')}: {e.get('message')}"),
-                                psk=self.psk[path], provider=os.environ.get("LAB_PROVIDER", "netns"),
-                                pki=self.pki.get(path), secret_sink=self.server_secrets.setdefault(path, []),
-                                topology=swapped)
+            if self.matrix:  # in waves; writes the combined report and matrix.json
+                from lab.predict import live
+                result, self.matrices[path] = live.run_matrix(topo, self.report_dir(path), run_one)
+                return result
+            result = run_one()
         except Exception as exc:  # noqa: BLE001  every case of this topology fails with the same reason
             return exc
         reports.write_all(result, str(self.report_dir(path)))
-        if self.matrix:
-            from lab.predict import live
-            self.matrices[path] = live.rows(result, predictions, written)
-            live.write_matrix(self.matrices[path], topo, self.report_dir(path))
         return result
 
     def verdict(self, path: str, exp_id: str):

@@ -92,3 +92,16 @@ def test_matrix_covers_every_pair_and_offered_service():
     ids = {p.id for p in predict_matrix(topology)}
     assert {"fe->be:http", "fe->be:imap", "legacy->dc:rpc", "be->fe:http"} <= ids
     assert not any(i.split("->")[0] == i.split("->")[1].split(":")[0] for i in ids)
+
+
+def test_matrix_runs_in_waves_written_first_then_few_negotiations_each():
+    from lab.predict.live import matrix_topology, waves
+
+    topology = load_topology(ROOT / "topologies" / "windows-default-policies.yaml")
+    swapped, predictions, written = matrix_topology(topology)
+    groups = waves(swapped.expectations, predictions, written, size=4)
+    assert {e.id for e in groups[0]} == set(written)
+    assert sorted(e.id for g in groups for e in g) == sorted(e.id for e in swapped.expectations)
+    for g in groups[1:]:
+        assert sum(predictions[e.id].ike is not None for e in g) <= 4
+    assert all(e.result.value == predictions[e.id].result for g in groups for e in g)

@@ -57,30 +57,25 @@ def lint_before_run(path: str, err: Console) -> None:
 
 
 def cmd_verify_matrix(args, out: Console, err: Console, progress) -> int:
-    from lab import report as reports
     from lab import runner
     from lab.model.load import load_topology
     from lab.predict import live
     from lab.predict.render import print_live_matrix
 
     topology = load_topology(args.topology)
-    swapped, predictions, written = live.matrix_topology(topology, services_option(args.services))
     report_dir = args.report or f"reports/{topology.name}-matrix"
-    result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=progress,
-                        provider=args.provider, topology=swapped)
-    matrix = live.rows(result, predictions, written)
-    paths = reports.write_all(result, report_dir)
-    live.write_matrix(matrix, topology, report_dir)
+    result, matrix = live.run_matrix(
+        topology, report_dir, lambda t, d: runner.run(args.topology, d, kernel=args.kernel, on_progress=progress,
+                                                      provider=args.provider, topology=t),
+        services_option(args.services))
     print_live_matrix(matrix, topology, out)
     for e in result.errors:
         err.print(f"[red]lab run error:[/red] {e}", highlight=False)
-    out.print(f"report: {paths.get('html', report_dir)}", highlight=False)
+    out.print(f"report: {report_dir}/report.html", highlight=False)
     if result.errors and not result.verdicts:
         return 3
     disagree = [r for r in matrix if not r.agrees or not r.holds]
     return 1 if disagree or result.errors else 0
-
-
 
 
 def cmd_diff(args, out: Console, err: Console) -> int:

@@ -91,17 +91,12 @@ def side(path: str, static: bool, report_dir: str, args, progress) -> tuple[Topo
         rows = [live.MatrixRow(p.id, p.flow.source, p.flow.destination, p.flow.service.name, None, p.result,
                                p.result, p.reason, "predicted") for p in predict_matrix(topology)]
         return topology, {r.id: (r.source, r.destination, r.service, r.observed) for r in rows}, rows
-    from lab import report as reports
     from lab import runner
 
-    swapped, predictions, written = live.matrix_topology(topology)
-    result = runner.run(path, report_dir, kernel=args.kernel, on_progress=progress, provider=args.provider,
-                        topology=swapped)
+    result, rows = live.run_matrix(topology, report_dir, lambda t, d: runner.run(
+        path, d, kernel=args.kernel, on_progress=progress, provider=args.provider, topology=t))
     if result.errors and not result.verdicts:
         raise LabError(f"{path}: the lab could not run: {'; '.join(result.errors)}")
-    rows = live.rows(result, predictions, written)
-    reports.write_all(result, report_dir)
-    live.write_matrix(rows, topology, report_dir)
     return topology, {r.id: (r.source, r.destination, r.service, r.observed) for r in rows}, rows
 
 

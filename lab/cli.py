@@ -53,6 +53,8 @@ def cmd_verify(args, out: Console, err: Console) -> int:
 
     if args.matrix:
         return cmd_verify_matrix(args, out, err, _progress_printer(err))
+    if args.services:
+        raise LabError("--services goes with --matrix (lab predict takes it too)")
     lint_before_run(args.topology, err)
     report_dir = args.report or f"reports/{_stem(args.topology)}"
     result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=_progress_printer(err),

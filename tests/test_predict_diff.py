@@ -88,3 +88,10 @@ def test_predict_cli_json_and_lint_exit_status(tmp_path):
     done = _lab("predict", "--lint", str(wrong))
     assert done.returncode == 1
     assert "wrong.yaml:" in done.stderr and "written clear, the model predicts esp" in done.stderr
+
+
+def test_services_without_matrix_is_one_line_exit_2():
+    done = _lab("verify", str(TOPO / "kb821839-a.yaml"), "--services", "http")
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--matrix" in done.stderr
+    done = _lab("predict", str(TOPO / "kb821839-a.yaml"), "--services", "nope")
+    assert done.returncode == 2 and "--services: unknown service 'nope'" in done.stderr

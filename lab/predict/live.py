@@ -150,6 +150,8 @@ def run_matrix(topology: Topology, report_dir: str | Path, run_one: Callable[[To
         sub = "." if len(groups) == 1 else f"wave-{k}"
         parts.append((sub, run_one(replace(swapped, expectations=exps), str(Path(report_dir, sub)))))
     merged = merge(parts)
+    merged.description = (f"{topology.description} [matrix run: every predicted flow; 'expected' is the "
+                          "prediction (lab predict), written expectations are in matrix.json]").strip()
     matrix = rows(merged, predictions, written)
     reports.write_all(merged, report_dir)
     write_matrix(matrix, topology, report_dir)

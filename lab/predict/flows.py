@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from lab.model.topology import Expectation, Host, IPv4Address, Rule, Service, Topology
+from lab.model.topology import Expectation, Host, IPv4Address, Result, Rule, Service, Topology
 from lab.predict import path
 from lab.predict.decide import Decision, Packet, decide
 from lab.predict.ike import Negotiation, negotiate
@@ -36,7 +36,7 @@ class Flow:
 
     @property
     def id(self) -> str:
-        return Expectation(self.source, self.destination, self.service, None, via=self.via,  # type: ignore[arg-type]
+        return Expectation(self.source, self.destination, self.service, Result.CLEAR, via=self.via,
                            tamper=self.tamper, proxied_from=self.proxied_from).id
 
     @classmethod

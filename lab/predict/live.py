@@ -22,7 +22,7 @@ from pathlib import Path
 from lab.model.topology import Expectation, Result, Service, Topology
 from lab.predict.flows import Flow, Prediction, predict_flow
 from lab.predict.matrix import matrix_flows
-from lab.verdicts.model import RunReport, Verdict
+from lab.verdicts.model import RunReport
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,6 @@ def rows(report: RunReport, predictions: dict[str, Prediction], written: dict[st
     return out
 
 
-def written_verdicts(report: RunReport, written: dict[str, Expectation]) -> list[Verdict]:
-    """The run's verdicts judged against what was written (for JUnit and the usual report)."""
-    return [replace(v, expected=written[v.id].result.value) for v in report.verdicts if v.id in written]
 
 
 def coverage(matrix: list[MatrixRow]) -> tuple[int, int]:

@@ -25,11 +25,6 @@ class Hop:
     ingress: str
 
 
-def owner_of(topology: Topology, address: IPv4Address) -> Host | None:
-    for h in topology.hosts:
-        if address in h.addresses:
-            return h
-    return None
 
 
 def route(topology: Topology, sender: Host, dst: IPv4Address) -> list[Hop] | None:

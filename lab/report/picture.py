@@ -140,7 +140,3 @@ def write_diff_page(topology: Topology, rows, changes, path: str | Path, static:
     Path(path).write_text(page, encoding="utf-8")
     return str(path)
 
-
-def strip_ids(svg: str) -> str:
-    """Graphviz numbers its elements; tests compare pictures without them."""
-    return re.sub(r' id="[^"]*"', "", svg)

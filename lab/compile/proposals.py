@@ -41,11 +41,6 @@ def _ah(m: SecurityMethod) -> list[str]:
     return [m.integrity] if m.integrity else list(DEFAULT_AH)
 
 
-def method_proposals(m: SecurityMethod) -> list[str]:
-    """One security method as strongSwan proposals (without PFS), e.g. ['3des-sha1']."""
-    return _esp(m) if m.protocol is Security.ESP else _ah(m)
-
-
 def methods(rule: Rule) -> list[SecurityMethod]:
     """The rule's offers; a bare Security (older loader output) means default algorithms."""
     return [m if isinstance(m, SecurityMethod) else SecurityMethod(m) for m in rule.security] \

@@ -30,14 +30,25 @@ class Negotiation:
     covers_flow: bool = True  # False: the SA was narrowed to selectors that leave the flow out
 
 
+def _as_offers(security) -> list[tuple[str, str]]:
+    """(protocol, proposal) for each security method, in order."""
+    return [(key.split("_")[0], p) for m in security for key, props in method_proposals([m]).items() for p in props]
+
+
 def offers(rule: Rule) -> list[tuple[str, str]]:
     """(protocol, proposal) in the rule's order of preference."""
-    return [(m.protocol.value, p) for m in methods(rule) for p in method_proposals(m)]
+    return _as_offers(methods(rule))
 
 
 def default_response_offers(topology: Topology, host: Host) -> list[tuple[str, str]]:
+    """What the default response rule accepts: the methods set for it (`default_response:
+    {security: [...]}`) and nothing else, or the policy's own, the modern and the Windows ones."""
+    policy = topology.policy(host.policy)
+    if policy.respond_security:
+        listed = _as_offers(policy.respond_security)
+        return [o for o in listed if o[0] == "esp"] + [o for o in listed if o[0] == "ah"]
     out: list[tuple[str, str]] = []
-    for rule in topology.policy(host.policy).rules:
+    for rule in policy.rules:
         if rule.negotiates:
             out += [o for o in offers(rule) if o not in out]
     for proto, props in (("esp", DEFAULT_ESP + WINDOWS_RESPONSE_ESP), ("ah", DEFAULT_AH + WINDOWS_RESPONSE_AH)):

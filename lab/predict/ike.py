@@ -64,8 +64,12 @@ def _compatible(x, y) -> bool:
     return x is None or y is None or x == y
 
 
-def answering_rule(topology: Topology, initiator: Host, rule: Rule, responder: Host) -> Rule | None:
-    """The responder's most specific Negotiate rule that overlaps what the initiator offers."""
+def answering_rule(topology: Topology, initiator: Host, rule: Rule, responder: Host,
+                   packet: Packet | None = None) -> Rule | None:
+    """The responder's Negotiate rule for what the initiator offers: among its rules whose filter
+    overlaps the offer, one that takes the packet that started the negotiation (charon picks the
+    CHILD_SA configuration that covers the proposal's first, packet-specific selectors), the most
+    specific first; otherwise the most specific overlapping rule, and the SA is narrowed to it."""
     offer = sides(topology, initiator, rule)
     found = []
     for i, r in enumerate(topology.policy(responder.policy).rules):
@@ -77,7 +81,8 @@ def answering_rule(topology: Topology, initiator: Host, rule: Rule, responder: H
         if (_overlap(mine.mine, offer.theirs) and _overlap(mine.theirs, offer.mine)
                 and _compatible(r.filter.protocol, rule.filter.protocol)
                 and _compatible(mine.my_port, offer.their_port) and _compatible(mine.their_port, offer.my_port)):
-            found.append((weight(topology, responder, r, i), r))
+            takes = packet is not None and matches(topology, responder, r, packet, False)
+            found.append(((not takes, *weight(topology, responder, r, i)), r))
     return min(found, key=lambda f: f[0])[1] if found else None
 
 
@@ -101,7 +106,7 @@ def negotiate(topology: Topology, initiator: Host, address: IPv4Address, rule: R
     nat = path.crosses_nat(topology, initiator, responder)
     if why := path.blocked(topology, path.ike_packets(initiator, responder, address, peer_address, nat)):
         return Negotiation("silent", "IKE never arrives", f"IKE cannot pass: {why}")
-    answer = answering_rule(topology, initiator, rule, responder)
+    answer = answering_rule(topology, initiator, rule, responder, packet)
     policy = topology.policy(responder.policy)
     if answer is None and not (policy.respond and not rule.tunnel_endpoint):
         return Negotiation("refused", "no rule for this peer, no default response rule",

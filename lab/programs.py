@@ -15,7 +15,7 @@ from pathlib import Path
 TABLE = Path(__file__).with_name("programs.txt")
 SEARCH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NEEDS = ("run", "uml", "failover", "nginx", "dovecot", "krb5kdc", "slapd", "curl", "kinit", "ldapsearch",
-         "docker", "report", "setup")
+         "docker", "report", "diff", "setup")
 
 
 @dataclass(frozen=True)

@@ -160,8 +160,8 @@ def cmd_doctor(args, out: Console, err: Console) -> int:
     count = preflight.check_everything()  # exits 2 naming each missing program's package
     choice = preflight.choose_kernel("auto")
     out.print(f"tools: ok: all {count} programs the lab may start (strongSwan, the guest kernel, captures, "
-              f"real servers and clients, failover, the Docker provider)\nkernel: {choice.describe()}",
-              highlight=False)
+              f"real servers and clients, failover, the Docker provider)\nkernel: {choice.describe()}\n"
+              f"why: {choice.reason}", highlight=False)
     return 0
 
 

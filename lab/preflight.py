@@ -51,6 +51,7 @@ class KernelChoice:
     kind: str  # "host" or "uml"
     why: str
     uml: UmlKernel | None = None
+    reason: str = ""  # the long form, for `lab doctor`
 
     def describe(self) -> str:
         if self.kind == "host":
@@ -68,11 +69,20 @@ def choose_kernel(requested: str = "auto") -> KernelChoice:
         raise LabError(f"--kernel: must be one of {', '.join(KERNELS)} (got {requested!r})")
     check_tools()
     if requested == "uml":
-        return KernelChoice("uml", "requested", find_kernel())
+        return KernelChoice("uml", "requested", find_kernel(), reason="--kernel uml was asked for")
     support = probe_host_kernel()
     if support.ipsec:
-        return KernelChoice("host", "it has ESP and AH")
+        return KernelChoice("host", "it has ESP and AH", reason=HOST_REASON)
     if requested == "host":
         raise MissingTool(f"--kernel host: this kernel cannot hold ESP/AH SAs ({support.detail or 'no esp4/ah4'}); "
                           "use --kernel uml or auto")
-    return KernelChoice("uml", "host kernel has no ESP/AH", find_kernel())
+    refused = [p for p, ok in (("ESP", support.esp), ("AH", support.ah)) if not ok]
+    reason = (f"this kernel refused a test {' and '.join(refused)} SA in a throwaway namespace"
+              f"{': ' + support.detail.rstrip('.') if support.detail else ''}; the data plane runs in a User-Mode Linux "
+              "guest (a kernel with esp4/ah4, booted as a process on this file system)")
+    return KernelChoice("uml", "host kernel has no ESP/AH", find_kernel(), reason=reason)
+
+
+HOST_REASON = ("this kernel accepted a test ESP and AH SA in a throwaway network namespace, so namespaces, charon, "
+               "probes and captures (and with --provider docker, a private dockerd) run directly on "
+               "this kernel, with no guest to boot")

@@ -76,3 +76,36 @@ def test_ctrl_c_with_containers_leaves_nothing(tmp_path):
     interrupt_when(["verify", str(DEFAULT), "--provider", "docker", "--report", str(tmp_path / "r")],
                    marker="containers started")  # once the containers are up
     assert not Path("/etc/docker/key.json").exists()
+
+
+def _real_server_topologies() -> list[str]:
+    """With LAB_PROVIDER=docker (tox -e lab-docker): every topology with real servers."""
+    if os.environ.get("LAB_PROVIDER") != "docker":
+        return []
+    from conftest import topology_files
+
+    from lab.services.prepare import real_services
+    return [p for p in topology_files() if any(real_services(h) for h in load_topology(p).hosts)]
+
+
+if _real_server_topologies():  # defined only where it applies: a provider choice, not a skip
+    @pytest.mark.parametrize("path", _real_server_topologies(), ids=lambda p: Path(p).stem)
+    def test_real_servers_run_inside_their_role_containers(path, lab_runs):
+        from conftest import REPORTS
+
+        from lab import images
+        from lab.services.prepare import real_services
+
+        report = lab_runs.get(path)
+        raw = json.loads((REPORTS / Path(path).stem / "executor.json").read_text())
+        for h in load_topology(path).hosts:
+            daemons = set(real_services(h).values())
+            if not daemons:
+                continue
+            assert raw["docker"]["images"][h.name] == images.tag(daemons=tuple(daemons)), h.name
+            seen = raw["host_checks"][h.name]
+            assert "error" not in seen, seen
+            # nginx shows as nginx, krb5kdc as krb5kdc, ...: the daemon is a process of the container
+            missing = daemons - set(seen["processes"])
+            assert not missing, f"{h.name}: {sorted(missing)} not running in {seen['container']}: {seen['processes']}"
+        assert not report.errors, report.errors

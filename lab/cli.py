@@ -168,18 +168,20 @@ def cmd_doctor(args, out: Console, err: Console) -> int:
 def cmd_image(args, out: Console, err: Console) -> int:
     from lab import images
 
-    if args.action == "build":
-        img = images.build(_progress_printer(err), force=args.force)
-        out.print(f"{img.tag}  {img.size / 1e6:.0f} MB  {img.tarball}", highlight=False)
+    if args.action == "build":  # strongSwan's image, then one per role with its real servers
+        for daemons in [(), *images.ROLE_IMAGES.values()]:
+            img = images.build(_progress_printer(err), force=args.force, daemons=daemons)
+            out.print(f"{img.tag}  {img.size / 1e6:.0f} MB  {img.tarball}", highlight=False)
         return 0
     built = images.list_images()
-    current = images.image_id()
+    current = images.current_ids()
     for img in built:
-        mark = "current" if img.ident == current else "stale"
+        mark = "current" if img.ident in current else "stale"
         out.print(f"{img.tag}  {img.size / 1e6:.0f} MB  built {img.meta.get('built')} in "
                   f"{img.meta.get('build_seconds')} s  {mark}  {img.tarball}", highlight=False)
-    if not any(img.ident == current for img in built):
-        out.print(f"{images.tag()} not built yet: `lab image build` (or the first `lab verify --provider docker`)",
+    missing = current - {img.ident for img in built}
+    if missing:
+        out.print(f"{len(missing)} image(s) not built yet: `lab image build` (or the first `lab verify --provider docker`)",
                   highlight=False)
     return 0
 
@@ -275,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--all", action="store_true", help="also end runs whose owner is still alive")
     x.set_defaults(func=cmd_cleanup)
 
-    i = sub.add_parser("image", help="the Docker provider's strongSwan image: build it offline, list what is built")
+    i = sub.add_parser("image", help="the Docker provider's images (strongSwan, and per role with its real servers): build them offline, list what is built")
     i.add_argument("action", choices=("build", "list"))
     i.add_argument("--force", action="store_true", help="build again even if the tag exists")
     i.set_defaults(func=cmd_image)

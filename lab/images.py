@@ -54,6 +54,40 @@ mkdir -p /vici
 """
 
 
+# Real servers (lab.services) run inside their host's container: a host whose topology gives it
+# real daemons gets an image of its own with strongSwan plus exactly those daemons' packages
+# (the packages a front-end, a back-end or a domain controller needs); every other host,
+# the firewall included, gets the strongSwan image.
+SERVER_PACKAGES = {
+    "nginx": ("nginx-light",),
+    "dovecot": ("dovecot-imapd", "dovecot-pop3d"),
+    "krb5kdc": ("krb5-kdc",),
+    "slapd": ("slapd",),
+}
+
+
+# The role images the shipped topologies use (`lab image build` makes them all): a front-end
+# or edge serves HTTP(S), a back-end HTTP and mail, a domain controller Kerberos and LDAP.
+ROLE_IMAGES = {"front-end": ("nginx",), "back-end": ("dovecot", "nginx"), "domain-controller": ("krb5kdc", "slapd")}
+
+
+def current_ids() -> set[str]:
+    """The ids of the strongSwan image and of every role image, as the code builds them now."""
+    return {image_id(packages_for(d)) for d in [(), *ROLE_IMAGES.values()]}
+
+
+def packages_for(daemons=()) -> tuple[str, ...]:
+    """The image's packages: strongSwan's, plus those of the real daemons the host runs."""
+    unknown = set(daemons) - set(SERVER_PACKAGES)
+    if unknown:
+        raise LabError(f"no image package known for daemon(s) {', '.join(sorted(unknown))}")
+    return PACKAGES + tuple(p for d in sorted(set(daemons)) for p in SERVER_PACKAGES[d])
+
+
+def repository(daemons=()) -> str:
+    return REPOSITORY + "".join(f"-{d}" for d in sorted(set(daemons)))
+
+
 def image_id(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE, script: str = TRIM_SCRIPT) -> str:
     """Twelve hex digits of a hash over everything that decides the image's content."""
     h = hashlib.sha256()
@@ -63,8 +97,8 @@ def image_id(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE, script: s
     return h.hexdigest()[:12]
 
 
-def tag(ident: str | None = None) -> str:
-    return f"{REPOSITORY}:{ident or image_id()}"
+def tag(ident: str | None = None, daemons=()) -> str:
+    return f"{repository(daemons)}:{ident or image_id(packages_for(daemons))}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +109,7 @@ class Image:
 
     @property
     def tag(self) -> str:
-        return tag(self.ident)
+        return self.meta.get("tag") or tag(self.ident)
 
     @property
     def size(self) -> int:
@@ -125,10 +159,13 @@ def _say(on_progress, message: str) -> None:
         on_progress({"phase": "image", "message": message})
 
 
-def build(on_progress=None, force: bool = False, directory: Path | None = None) -> Image:
-    """debootstrap the image's root file system and pack it; returns the existing one if built."""
+def build(on_progress=None, force: bool = False, directory: Path | None = None, daemons=()) -> Image:
+    """debootstrap the image's root file system and pack it; returns the existing one if built.
+    `daemons`: the real servers the image also holds (SERVER_PACKAGES), none for strongSwan's."""
     directory = directory or IMAGES_DIR
-    ident = image_id()
+    packages = packages_for(daemons)
+    ident = image_id(packages)
+    name = tag(ident, daemons)
     if not force and (img := find(ident, directory)):
         return img
     _need("debootstrap")
@@ -140,9 +177,9 @@ def build(on_progress=None, force: bool = False, directory: Path | None = None) 
     try:
         rootfs = work / "rootfs"
         mirror = debian_mirror()
-        _say(on_progress, f"building {tag(ident)} with debootstrap ({SUITE}, minbase + {len(PACKAGES)} packages); "
+        _say(on_progress, f"building {name} with debootstrap ({SUITE}, minbase + {len(packages)} packages); "
                           "about a minute, once")
-        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror]
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(rootfs), mirror]
         _run(argv, on_progress, "debootstrap")
         _run(["chroot", str(rootfs), "/bin/sh", "-c", TRIM_SCRIPT], on_progress, "trim")
         _say(on_progress, "packing the root file system")
@@ -150,16 +187,16 @@ def build(on_progress=None, force: bool = False, directory: Path | None = None) 
         _run(["tar", "-C", str(rootfs), "--numeric-owner", "--sort=name", "-cf", str(tarball), "."],
              on_progress, "tar")
         versions = subprocess.run(
-            ["chroot", str(rootfs), "dpkg-query", "-W", "-f=${Package} ${Version}\\n", *PACKAGES],
+            ["chroot", str(rootfs), "dpkg-query", "-W", "-f=${Package} ${Version}\\n", *packages],
             capture_output=True, text=True, check=False).stdout.split("\n")
         meta = {
-            "tag": tag(ident), "id": ident, "suite": SUITE, "packages": list(PACKAGES),
+            "tag": name, "id": ident, "suite": SUITE, "packages": list(packages), "daemons": sorted(set(daemons)),
             "versions": [v for v in versions if v], "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "build_seconds": round(time.monotonic() - started, 1), "size": tarball.stat().st_size,
         }
         os.replace(tarball, directory / f"{ident}.tar")
         (directory / f"{ident}.json").write_text(json.dumps(meta, indent=1) + "\n")
-        _say(on_progress, f"built {tag(ident)}: {meta['size'] / 1e6:.0f} MB in {meta['build_seconds']} s")
+        _say(on_progress, f"built {name}: {meta['size'] / 1e6:.0f} MB in {meta['build_seconds']} s")
         return find(ident, directory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,8 +206,8 @@ SEED_SIZE = "3G"  # sparse: only what dockerd writes takes room
 SEED_BODY = """{docker}
 sock=unix://{d}/docker.sock
 for i in $(seq 1 600); do docker -H $sock info >/dev/null 2>&1 && break; sleep 0.1; done
-docker -H $sock import {tarball} {tag} >/dev/null
-rc=$?
+rc=0
+{imports}
 kill $(cat {d}/dockerd.pid)
 wait
 sync
@@ -179,17 +216,24 @@ echo $rc > {rcfile}
 """
 
 
-def seed_path(img: Image) -> Path:
-    return img.tarball.with_suffix(".dockerd.ext4")
+def seed_path(imgs) -> Path:
+    """One image: `<id>.dockerd.ext4` beside it; several: named by a hash of their ids."""
+    imgs = [imgs] if isinstance(imgs, Image) else sorted(imgs, key=lambda i: i.ident)
+    if len(imgs) == 1:
+        return imgs[0].tarball.with_suffix(".dockerd.ext4")
+    h = hashlib.sha256("\0".join(i.ident for i in imgs).encode()).hexdigest()[:12]
+    return imgs[0].tarball.parent / f"seed-{h}.dockerd.ext4"
 
 
-def seeded_disk(img: Image, on_progress=None) -> Path:
-    """A disk image holding a dockerd data-root into which `img` is already imported.
+def seeded_disk(imgs, on_progress=None) -> Path:
+    """A disk image holding a dockerd data-root into which `imgs` (one Image or several) are
+    already imported.
 
-    Built once per image (one guest boot and one `docker import`); every docker run then mounts
-    a private copy-on-write view of it (UML's ubd COW), so no run imports the image again.
+    Built once per set of images (one guest boot, one `docker import` each); every docker run
+    then mounts a private copy-on-write view of it (UML's ubd COW), so no run imports again.
     """
-    final = seed_path(img)
+    imgs = [imgs] if isinstance(imgs, Image) else sorted(imgs, key=lambda i: i.ident)
+    final = seed_path(imgs)
     if final.exists():
         return final
     from lab.guest.containers import docker_dir, init_snippet
@@ -197,17 +241,18 @@ def seeded_disk(img: Image, on_progress=None) -> Path:
     from lab.runner import new_run_dir
 
     _need("mkfs.ext4")
-    _say(on_progress, f"seeding a docker data-root with {img.tag} (once)")
+    _say(on_progress, f"seeding a docker data-root with {', '.join(i.tag for i in imgs)} (once)")
     started = time.monotonic()
-    tmp = final.with_suffix(".tmp")
+    tmp = final.with_suffix(f".{os.getpid()}.tmp")  # concurrent seeders never share a file
     _run(["truncate", "-s", SEED_SIZE, str(tmp)], on_progress, "truncate")
     _run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(tmp)], on_progress, "mkfs.ext4")
     run_id, files = new_run_dir()
     try:
         guest = UmlGuest(run_id, files)
         guest.extra_args.append(f"ubd0={tmp}")
+        imports = "\n".join(f"docker -H $sock import {i.tarball} {i.tag} >/dev/null || rc=1" for i in imgs)
         guest.body = SEED_BODY.format(docker=init_snippet(GUEST_WORKDIR, seeded=True), d=docker_dir(GUEST_WORKDIR),
-                                      tarball=img.tarball, tag=img.tag, rcfile=f"{files.rundir}/guest.rc") + POWER_OFF
+                                      imports=imports, rcfile=f"{files.rundir}/guest.rc") + POWER_OFF
         if guest.run(lambda e: None) != 0:
             tail = Path(files.console).read_text(errors="replace").strip().splitlines()[-3:]
             raise LabError("seeding the docker data-root failed: " + " | ".join(tail))
@@ -225,6 +270,27 @@ def _need(program: str) -> None:
     absent = [p for p in programs.missing({"docker"}) if p.name == program]
     if absent:
         raise MissingTool(programs.describe(absent))
+
+
+def host_daemons(plan: dict) -> dict[str, tuple[str, ...]]:
+    """host -> the real daemons it runs (lab.services fills plan hosts' `servers`)."""
+    return {h["name"]: tuple(sorted({d["name"] for d in h["servers"]["daemons"]}))
+            for h in plan["hosts"] if h.get("servers")}
+
+
+def for_plan(plan: dict, on_progress=None, seed: bool = True) -> dict:
+    """The images a plan's containers need, built if missing: strongSwan's for every host, one
+    with the host's daemons for each host that runs real servers. Returns the plan's `image`."""
+    base = build(on_progress)
+    per_host = {h: build(on_progress, daemons=d) for h, d in host_daemons(plan).items()}
+    imgs = {i.tag: i for i in [base, *per_host.values()]}
+    out = {"tag": base.tag, "tarball": str(base.tarball),
+           "hosts": {h: i.tag for h, i in per_host.items()},
+           "tarballs": {t: str(i.tarball) for t, i in imgs.items()}}
+    if seed:  # one data-root with every role image serves every topology: seeded once, not per design
+        roles = [build(on_progress, daemons=d) for d in ROLE_IMAGES.values()]
+        out["seed"] = str(seeded_disk(list({i.tag: i for i in [*roles, *imgs.values()]}.values()), on_progress))
+    return out
 
 
 def _run(argv: list[str], on_progress, what: str) -> None:

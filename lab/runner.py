@@ -87,11 +87,6 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
     preflight.check_programs(programs.needs_of(topology, provider, failover=failover is not None, uml=False))
     preflight.check_provider(provider)
     choice = preflight.choose_kernel(kernel)
-    image = None
-    if provider == "docker":  # built once, offline, from Debian packages; then reused by its tag
-        from lab import images
-        img = images.build(on_progress)
-        image = {"tag": img.tag, "tarball": str(img.tarball), "seed": str(images.seeded_disk(img, on_progress))}
     on_progress({"phase": "kernel", "message": choice.describe()})
     cleanup.sweep(on_progress)  # leftovers of killed runs go first
     run_id, files = new_run_dir()
@@ -101,9 +96,10 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
     try:
         plan = build_plan(topology, run_id, files.outdir, failover=failover)
         plan["provider"] = provider
-        if image:
-            plan["image"] = image
         servers = prepare_servers(topology, plan, files.rundir, pki)  # real daemons, real clients
+        if provider == "docker":  # built once, offline, from Debian packages; then reused by their tags
+            from lab import images
+            plan["image"] = images.for_plan(plan, on_progress, seed=choice.kind == "uml")
         write_inputs(files, plan, psk, pki, servers.secret())
         runner = choice.provider(run_id, files)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})

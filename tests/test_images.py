@@ -99,3 +99,40 @@ def test_cli_has_the_provider_and_image_verbs(monkeypatch):
     assert parser().parse_args(["image", "list"]).action == "list"
     with pytest.raises(SystemExit):
         parser().parse_args(["verify", "t.yaml", "--provider", "vm"])
+
+
+def test_each_role_image_holds_strongswan_and_exactly_its_servers():
+    assert images.packages_for(()) == images.PACKAGES
+    be = images.packages_for(("nginx", "dovecot"))
+    assert set(be) == set(images.PACKAGES) | {"nginx-light", "dovecot-imapd", "dovecot-pop3d"}
+    assert images.packages_for(("dovecot", "nginx")) == be  # order does not change the image
+    ids = {images.image_id(images.packages_for(d)) for d in [(), *images.ROLE_IMAGES.values()]}
+    assert len(ids) == 4 and ids == images.current_ids()
+    assert images.tag(daemons=("slapd", "krb5kdc")).startswith("ipsec-lab/strongswan-krb5kdc-slapd:")
+    with pytest.raises(images.LabError, match="no image package known for daemon"):
+        images.packages_for(("sendmail",))
+
+
+def test_a_plan_gets_a_role_image_for_each_host_with_real_servers(monkeypatch, tmp_path):
+    built = []
+
+    def fake_build(on_progress=None, force=False, directory=None, daemons=()):
+        ident = images.image_id(images.packages_for(daemons))
+        built.append(tuple(daemons))
+        return images.Image(ident, tmp_path / f"{ident}.tar", {"tag": images.tag(ident, daemons)})
+
+    monkeypatch.setattr(images, "build", fake_build)
+    plan = {"hosts": [{"name": "fe"}, {"name": "fw"},
+                      {"name": "be", "servers": {"daemons": [{"name": "nginx"}, {"name": "dovecot"}]}}]}
+    out = images.for_plan(plan, seed=False)
+    assert out["hosts"] == {"be": images.tag(daemons=("dovecot", "nginx"))}
+    assert out["tag"] == images.tag() and "seed" not in out
+    assert set(out["tarballs"]) == {images.tag(), images.tag(daemons=("dovecot", "nginx"))}
+
+
+def test_several_images_share_one_seeded_data_root_named_by_their_ids(tmp_path):
+    a = images.Image("aaaaaaaaaaaa", tmp_path / "aaaaaaaaaaaa.tar", {})
+    b = images.Image("bbbbbbbbbbbb", tmp_path / "bbbbbbbbbbbb.tar", {})
+    assert images.seed_path(a) == tmp_path / "aaaaaaaaaaaa.dockerd.ext4"
+    assert images.seed_path([a]) == images.seed_path(a)
+    assert images.seed_path([a, b]) == images.seed_path([b, a]) != images.seed_path([a])

@@ -48,6 +48,7 @@ class Run:
         if plan.get("provider", "netns") == "docker":
             from lab.guest import containers
             self.docker = containers.DockerHosts(plan, workdir)
+            self.servers.enter = self.docker.enter  # real servers run inside their containers
         self.results: dict = {"format": 1, "run_id": plan["run_id"], "timings": {}, "errors": []}
         self._t = time.monotonic()
 

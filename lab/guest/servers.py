@@ -23,6 +23,7 @@ from lab.guest.netns import inside
 class Servers:
     def __init__(self, workdir: str, secret_files: dict[str, str] | None = None):
         self.root = os.path.join(workdir, "servers")
+        self.enter = None  # host -> argv prefix running a daemon inside the host's container (Docker)
         self.secret_files = secret_files or {}  # "host/rel" -> text
         self.procs: list[tuple[str, str, subprocess.Popen]] = []  # (host, daemon, process)
         self.pending: list[tuple[dict, str, list]] = []  # (host, root, ports) still to come up
@@ -36,7 +37,7 @@ class Servers:
             if not spec:
                 continue
             root = os.path.join(self.root, h["name"])
-            shutil.copytree(spec["dir"], root)
+            shutil.copytree(spec["dir"], root, dirs_exist_ok=True)  # a container may have it mounted
             for rel in spec["templates"]:
                 path = os.path.join(root, rel)
                 with open(path) as f:
@@ -55,6 +56,8 @@ class Servers:
                         os.chown(name, pw.pw_uid, pw.pw_gid)
             for d in spec["daemons"]:
                 argv = [a.replace("@ROOT@", root) for a in d["argv"]]
+                if self.enter:
+                    argv = self.enter(h["name"]) + argv
                 env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                        **{k: v.replace("@ROOT@", root) for k, v in d["env"].items()}}
                 log = open(os.path.join(root, "log", f"{d['name']}.out"), "w")  # noqa: SIM115  (closed once the child has it)

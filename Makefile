@@ -19,12 +19,14 @@ endif
 # Only for the report's screenshot test (a real headless browser): make browser (make unit runs it)
 TEST_PACKAGES := chromium
 
-.PHONY: setup packages lab test unit conformance verify bench clean cleanup help images browser
+.PHONY: setup packages lab lab-docker lab-docker-ci test unit conformance verify bench clean cleanup help images browser
 
 help:
 	@echo "make setup  install the Debian packages of lab/programs.txt, make .venv, check the UML kernel"
 	@echo "make lab    install what is missing, run the conformance suite on every topology (tox -e lab)"
 	@echo "make test   install what is missing, run unit tests and the conformance suite"
+	@echo "make lab-docker     the whole conformance suite with every host a container (tox -e lab-docker)"
+	@echo "make lab-docker-ci  CI's container subset: default design, one -real design, one failover"
 	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
 	@echo "make bench  time lab verify (guest boot, bring-up, probes, teardown) into bench/results/"
 	@echo "make cleanup  remove what a killed run left behind"
@@ -61,6 +63,12 @@ $(STAMP)/uml: tools/install-uml-kernel.sh $(STAMP)/apt
 
 lab: setup
 	$(BIN)/tox -e lab
+
+lab-docker: setup images
+	$(BIN)/tox -e lab-docker
+
+lab-docker-ci: setup images
+	$(BIN)/tox -e lab-docker-ci
 
 unit: setup browser
 	$(BIN)/python -m pytest tests -q

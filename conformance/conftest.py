@@ -2,7 +2,7 @@
 
 One live lab per topology, shared by its cases (the first case that needs it runs it). The
 lab runs on a kernel with ESP/AH: the host's if it has them, otherwise a UML guest; these
-cases never skip. LAB_TOPOLOGIES=glob narrows the set; LAB_KERNEL picks the kernel;
+cases never skip. LAB_TOPOLOGIES=glob (or several, space-separated) narrows the set; LAB_KERNEL picks the kernel;
 LAB_PROVIDER=docker runs every host as a container (see test_docker.py).
 
 The shared machinery (LabRuns: one run per topology; the report index; the verdict tables
@@ -26,8 +26,9 @@ REPORTS = ROOT / "reports" / "conformance"
 
 
 def topology_files() -> list[str]:
-    pattern = os.environ.get("LAB_TOPOLOGIES", str(ROOT / "topologies" / "*.yaml"))
-    return sorted(glob.glob(pattern))
+    """LAB_TOPOLOGIES: one glob, or several separated by spaces (a subset such as CI's)."""
+    patterns = os.environ.get("LAB_TOPOLOGIES", str(ROOT / "topologies" / "*.yaml")).split()
+    return sorted({f for p in patterns for f in glob.glob(p)})
 
 
 def pytest_addoption(parser):

@@ -4,6 +4,7 @@ Scenarios marked `slow` (full-length Windows timers) run only with --run-slow.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from conftest import REPORTS
@@ -15,7 +16,9 @@ def test_failover(failover_case, lab_runs):
     __tracebackhide__ = True
     path, name = failover_case
     stem = Path(path).stem
-    result = runner.run_failover(path, name, str(REPORTS / stem / "failover" / name))
+    result = runner.run_failover(path, name, str(REPORTS / stem / "failover" / name),
+                                 kernel=os.environ.get("LAB_KERNEL", "auto"),
+                                 provider=os.environ.get("LAB_PROVIDER", "netns"))
     results = lab_runs.failovers.setdefault(path, [])
     results.append(result)
     write_failover(results, str(REPORTS / stem / "failover"), stem)

@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lab.errors import ProviderError
+from lab.errors import LabError, ProviderError
 
 ROOT = Path(__file__).resolve().parent.parent
 GUEST_STATE = "/tmp/lab-state"  # the inner lab's run directories, on the guest's tmpfs
@@ -89,8 +89,13 @@ def main(argv: list[str]) -> int:
     docker = "--docker" in argv
     argv = [a for a in argv if a != "--docker"]
     out, lab_args = argv[0], argv[argv.index("--") + 1:]
-    (rc,) = run([(lab_args, os.path.abspath(out))], docker=docker)
-    sys.stdout.write(Path(out).read_text(errors="replace"))
+    try:
+        (rc,) = run([(lab_args, os.path.abspath(out))], docker=docker)
+    except LabError as exc:  # the guest itself failed: one line, as the lab reports its errors
+        print(f"lab.hostsim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if Path(out).exists():
+        sys.stdout.write(Path(out).read_text(errors="replace"))
     return 3 if rc is None else rc
 
 

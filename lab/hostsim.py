@@ -43,8 +43,6 @@ export LAB_STATE_DIR={state} HOME=/tmp COLUMNS=120
 {docker}cd {root}
 {commands}
 echo 0 > {rcfile}
-sync
-halt -f
 """
 
 
@@ -61,13 +59,14 @@ def body(commands: list[tuple[list[str], str]], rcfile: str, docker: bool = Fals
 def run(commands: list[tuple[list[str], str]], docker: bool = False, on_progress=None) -> list[int | None]:
     """Boot a guest, run the `lab` commands in it one after the other; each one's exit status
     (None: the guest stopped before it finished)."""
-    from lab.providers.uml import UmlGuest
+    from lab.providers.uml import POWER_OFF, UmlGuest
     from lab.runner import new_run_dir
 
     run_id, files = new_run_dir()
     try:
         guest = UmlGuest(run_id, files)
-        guest.body = body(commands, f"{files.rundir}/guest.rc", docker)
+        guest.body = body(commands, f"{files.rundir}/guest.rc", docker) + POWER_OFF
+        guest.extra_paths += [os.path.dirname(out) for _argv, out in commands]  # seen even under /tmp
         try:
             guest.run(on_progress or (lambda e: None))
         except ProviderError as exc:

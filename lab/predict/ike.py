@@ -83,7 +83,15 @@ def answering_rule(topology: Topology, initiator: Host, rule: Rule, responder: H
                 and _compatible(mine.my_port, offer.their_port) and _compatible(mine.their_port, offer.my_port)):
             takes = packet is not None and matches(topology, responder, r, packet, False)
             found.append(((not takes, *weight(topology, responder, r, i)), r))
-    return min(found, key=lambda f: f[0])[1] if found else None
+    if not found:
+        return None
+    best = min(found, key=lambda f: f[0])
+    # A rule that only overlaps the offer loses to the default response rule, whose dynamic
+    # selectors contain it: charon prefers the CHILD_SA configuration that covers the proposal
+    # (as Windows answers with the default response rule when no filter matches).
+    if best[0][0] and topology.policy(responder.policy).respond and not rule.tunnel_endpoint:
+        return None
+    return best[1]
 
 
 def _certificates(topology: Topology, initiator: Host, responder: Host) -> str | None:

@@ -105,3 +105,13 @@ def test_matrix_runs_in_waves_written_first_then_few_negotiations_each():
     for g in groups[1:]:
         assert sum(predictions[e.id].ike is not None for e in g) <= 4
     assert all(e.result.value == predictions[e.id].result for g in groups for e in g)
+
+
+def test_a_rule_that_only_overlaps_the_offer_leaves_it_to_the_default_response_rule():
+    """be's only rule (SMTP it sends, GCM only) overlaps fe's HTTP offer without matching it:
+    the default response rule answers and takes 3DES (held live: default-response-beside-other-rule)."""
+    p = _predict("default-response-beside-other-rule", "fe", "be", "http")
+    assert (p.result, p.ike) == ("esp", "established")
+    assert p.destination_side == "be: default response rule (Respond Only) answers"
+    p = _predict("mismatched-proposals", "fe", "be", "http")
+    assert (p.result, p.ike) == ("dropped", "failed") and "no acceptable proposal" in p.reason

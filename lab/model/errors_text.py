@@ -14,8 +14,10 @@ from typing import Any
 
 from jsonschema import ValidationError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from lab.model.topology import Where
+from lab.model.yaml_read import MAX_DEPTH
 
 Loc = tuple  # a place in the document: mapping keys (str) and list indexes (int)
 
@@ -35,6 +37,12 @@ def yaml_problem(file: str, e: MarkedYAMLError) -> str:
     mark = e.problem_mark or e.context_mark
     line = mark.line + 1 if mark else 1
     problem = str(e.problem or e.context or "cannot parse")
+    context = str(e.context or "")
+    if context.startswith("while scanning a quoted scalar") and e.context_mark:
+        # the scanner stops at the end of the file; the mistake is where the quote opened
+        return f"{file}:{e.context_mark.line + 1}: invalid YAML: this quote is never closed"
+    if problem.startswith("maximum depth of data structure exceeded"):
+        return f"{file}:{line}: invalid YAML: nested more than {MAX_DEPTH} levels deep"
     duplicate = re.match(r'found duplicate key "(.*?)"', problem)
     if duplicate:
         return f"{file}:{line}: invalid YAML: duplicate key {duplicate.group(1)!r}"
@@ -42,6 +50,15 @@ def yaml_problem(file: str, e: MarkedYAMLError) -> str:
         if problem.startswith(start):
             return f"{file}:{line}: invalid YAML: {hint}"
     return f"{file}:{line}: invalid YAML: {problem}"
+
+
+def reader_problem(file: str, text: str, e: ReaderError) -> str:
+    """A character YAML does not allow (a control character): at its own line."""
+    position = e.position if isinstance(e.position, int) else 0
+    line = text.count("\n", 0, position) + 1
+    char = e.character if isinstance(e.character, int) else 0
+    return (f"{file}:{line}: invalid YAML: control character U+{char:04X} is not allowed; "
+            "remove it")
 
 
 # ---- where things are --------------------------------------------------------------------------
@@ -87,9 +104,11 @@ def field_name(path: Loc) -> str:
     return out
 
 
-def in_line_order(problems: list[tuple[int, str, str]]) -> list[str]:
-    """Unique problem texts in line order; on one line, by field; for one field, as found."""
-    return list(dict.fromkeys(text for *_, text in sorted(problems, key=lambda p: p[:2])))
+def in_line_order(problems: list[tuple[int, str, str]], by_line_only: bool = False) -> list[str]:
+    """Unique problem texts in line order; on one line, by field (or as given, with
+    `by_line_only`); for one field, as found."""
+    key = (lambda p: p[0]) if by_line_only else (lambda p: p[:2])
+    return list(dict.fromkeys(text for *_, text in sorted(problems, key=key)))
 
 
 def suggest(word: object, known: Any) -> str:
@@ -137,8 +156,12 @@ def _show(value: object) -> str:
 
 
 def schema_problems(doc: Doc, errors: Iterator[ValidationError]) -> list[tuple[int, str, str]]:
+    errors = list(errors)
+    # A value of the wrong type fails its enum or range too: say it once, as the type error.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
     return [doc.problem(path, message, field)
             for error in errors
+            if error.validator == "type" or tuple(error.absolute_path) not in mistyped
             for path, message, field in _explain(error)]
 
 

@@ -9,24 +9,35 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-from ruamel.yaml import YAML
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from lab.errors import TopologyError
 from lab.model.builtins import BUILTIN_POLICIES
 from lab.model.clusters import ClusterReader
-from lab.model.errors_text import Doc, Loc, field_name, in_line_order, schema_problems, yaml_problem
+from lab.model.errors_text import (
+    Doc,
+    Loc,
+    field_name,
+    in_line_order,
+    reader_problem,
+    schema_problems,
+    yaml_problem,
+)
 from lab.model.firewall import FirewallReader
 from lab.model.flows import kerberos_inside_ipsec
 from lab.model.policies import PolicyReader
 from lab.model.servers import ServerReader
 from lab.model.raw import as_int, as_ipv4, as_list, as_map, as_str, as_subnet, as_text, parse
 from lab.model.services import parse_service
+from lab.model.yaml_read import load_yaml
 from lab.model.topology import (
     Expectation,
     Host,
@@ -51,7 +62,21 @@ def _is_subnet(text: object) -> bool:
     return not isinstance(text, str) or "/" in text and bool(ipaddress.IPv4Network(text))
 
 
-_VALIDATOR = Draft202012Validator(SCHEMA, format_checker=_FORMATS)
+def _is_integer(checker: object, value: object) -> bool:
+    # JSON Schema counts 80.0 as an integer; the loader would then drop it and a rule would
+    # widen to every port. A whole number is written without a decimal point.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(checker: object, value: object) -> bool:
+    # YAML's .nan and .inf are floats; no timer, rate or scale means them.
+    return _is_integer(checker, value) or isinstance(value, float) and math.isfinite(value)
+
+
+_STRICT = Draft202012Validator.TYPE_CHECKER.redefine_many(
+    {"integer": _is_integer, "number": _is_number})
+_VALIDATOR = validators.extend(Draft202012Validator, type_checker=_STRICT)(
+    SCHEMA, format_checker=_FORMATS)
 
 _EXEMPTIONS = {"windows-2000": 0, "windows-2003": 3}  # NoDefaultExempt, as each release ships
 
@@ -59,10 +84,13 @@ _EXEMPTIONS = {"windows-2000": 0, "windows-2003": 3}  # NoDefaultExempt, as each
 def load_topology(path: str | Path) -> Topology:
     """Read, validate and resolve a topology file. Raises TopologyError listing every problem."""
     doc = Doc(str(path), _read_yaml(path))
-    problems = in_line_order(schema_problems(doc, _VALIDATOR.iter_errors(doc.data)))
     builder = _Builder(doc)
     topology = builder.build()
-    problems += [p for p in in_line_order(builder.problems) if p not in problems]
+    # One list in line order; on one line the schema's problems first (a semantic problem
+    # there is often a consequence of a wrong value).
+    found = [sorted(schema_problems(doc, _VALIDATOR.iter_errors(doc.data)), key=lambda p: p[:2]),
+             sorted(builder.problems, key=lambda p: p[:2])]
+    problems = in_line_order([p for group in found for p in group], by_line_only=True)
     if problems:
         raise TopologyError(problems)
     return topology
@@ -77,11 +105,16 @@ def _read_yaml(path: str | Path) -> Any:
         why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
         raise TopologyError([f"{path}: cannot read: {why}"]) from None
     try:
-        data = YAML(typ="rt").load(text)
+        with warnings.catch_warnings():  # a warning would print lines without FILE:LINE
+            warnings.simplefilter("ignore")
+            data = load_yaml(text)
     except MarkedYAMLError as e:
         raise TopologyError([yaml_problem(str(path), e)]) from None
+    except ReaderError as e:
+        raise TopologyError([reader_problem(str(path), text, e)]) from None
     except YAMLError as e:
-        raise TopologyError([f"{path}:1: invalid YAML: {e}"]) from None
+        first = str(e).splitlines()[0] if str(e) else "cannot parse"
+        raise TopologyError([f"{path}:1: invalid YAML: {first}"]) from None
     if data is None:
         empty = f"{path}:1: the file is empty; a topology needs name, networks and hosts"
         raise TopologyError([empty])

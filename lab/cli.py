@@ -120,14 +120,18 @@ def cmd_validate(args, out: Console, err: Console) -> int:
 
 def cmd_compile(args, out: Console, err: Console) -> int:
     from lab.compile.strongswan import compile_host
+    from lab.model.errors_text import suggest
     from lab.model.load import load_topology
 
     topo = load_topology(args.topology)
-    hosts = [topo.host(args.host)] if args.host else topo.ipsec_hosts
-    if args.host and args.host not in {h.name for h in topo.hosts}:
-        raise LabError(f"--host: no host {args.host!r} in {args.topology}")
+    names = [h.name for h in topo.hosts]
+    if args.host is not None and args.host not in names:  # `--host ''` is no host either
+        raise LabError(f"--host: no host {args.host!r} in {args.topology}"
+                       f"{suggest(args.host, names)}; its hosts are {', '.join(names)}")
+    hosts = [topo.host(args.host)] if args.host is not None else topo.ipsec_hosts
     doc = {h.name: compile_host(topo, h) for h in hosts}
-    out.print_json(json.dumps(doc))
+    # plain json: rich's highlighting took 11 s for 2,000 hosts, and a pipe wants no colour
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

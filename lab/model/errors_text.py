@@ -6,12 +6,17 @@ naming the file, the line and the field path, in the words of the topology forma
 
 from __future__ import annotations
 
-import difflib
+import bisect
+import dataclasses
+import functools
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
 
+import rapidfuzz.fuzz
+import rapidfuzz.process
 from jsonschema import ValidationError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
@@ -112,11 +117,41 @@ def in_line_order(problems: list[tuple[int, str, str]], by_line_only: bool = Fal
 
 
 def suggest(word: object, known: Any) -> str:
-    word, known = str(word), [str(k) for k in known]
+    """` (did you mean 'x'?)`, or nothing. Cached: a file can repeat one typo a thousand times."""
+    # A tuple is taken as made once by the caller (Reader keeps its name lists), as text.
+    names = known if isinstance(known, tuple) else tuple(str(k) for k in known)
+    return _suggest(str(word), names)
+
+
+@functools.lru_cache(maxsize=4096)
+def _suggest(word: str, known: tuple[str, ...]) -> str:
+    if not word:
+        return ""
+    names = _names(known)
     # `expectations` means `expect` rather than the closer-spelled `exemptions`
-    stems = [k for k in known if len(k) >= 3 and (word.startswith(k) or k.startswith(word))]
-    close = stems or difflib.get_close_matches(word, known, n=1)
+    stems = [names.index[k] for k in (word[:n] for n in range(3, len(word) + 1)) if k in names.index]
+    start = bisect.bisect_left(names.ordered, word)
+    for k in itertools.takewhile(lambda k: k.startswith(word), names.ordered[start:]):
+        stems += [names.index[k]] if len(k) >= 3 else []
+    if stems:
+        return f" (did you mean {known[min(stems)]!r}?)"
+    # the same measure as difflib's get_close_matches (cutoff 0.6), in C: thousands of names
+    close = rapidfuzz.process.extractOne(word, known, scorer=rapidfuzz.fuzz.ratio, score_cutoff=60)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Names:
+    index: dict[str, int]  # name -> its first place in the list
+    ordered: list[str]  # sorted, to find the names starting with a word by bisection
+
+
+@functools.lru_cache(maxsize=64)
+def _names(known: tuple[str, ...]) -> _Names:
+    index: dict[str, int] = {}
+    for i, k in enumerate(known):
+        index.setdefault(k, i)
+    return _Names(index, sorted(index))
 
 
 def bad_subnet(value: str) -> str:

@@ -7,10 +7,11 @@ inside network gets an address of its own on the firewall's other network.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 from lab.model.raw import Reader, as_bool, as_int, as_list, as_map, as_str
-from lab.model.topology import Firewall, FirewallRule, IPv4Address, Nat, Network
+from lab.model.topology import Firewall, FirewallRule, IPv4Address, IPv4Network, Nat, Network
 
 PROTOCOLS = ("tcp", "udp", "icmp", "esp", "ah")
 
@@ -80,10 +81,12 @@ class FirewallReader(Reader):
         if not outside:
             self.error(("nat", "on"), f"{on} is on one network only: it cannot translate")
             return None
+        if outside[0] not in networks:
+            return None  # a network that is missing or not a subnet: already reported
         out_net = networks[outside[0]]
         used = {a for h in self.hosts.values() for a in h.addresses}
         used |= {c.vip for c in self.clusters.values()}
-        free = (a for a in reversed(list(out_net.subnet.hosts())) if a not in used)
+        free = (a for a in _from_the_top(out_net.subnet) if a not in used)
         mapped: list[tuple[str, IPv4Address]] = []
         for h in self.hosts.values():
             if h.name != on and h.address_on(inside) is not None:
@@ -93,3 +96,12 @@ class FirewallReader(Reader):
                     return None
                 mapped.append((h.name, address))
         return Nat(on, inside, out_net.name, tuple(mapped))
+
+
+def _from_the_top(subnet: IPv4Network) -> Iterator[IPv4Address]:
+    """The subnet's host addresses, highest first, one at a time: a /8 has 16 million."""
+    if subnet.prefixlen >= 31:
+        yield from reversed(list(subnet.hosts()))
+        return
+    for number in range(int(subnet.broadcast_address) - 1, int(subnet.network_address), -1):
+        yield IPv4Address(number)

@@ -198,7 +198,22 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
 
     def _networks(self, raw: dict) -> dict[str, Network]:
         subnets = {name: as_subnet(text) for name, text in raw.items()}
-        return {name: Network(str(name), net) for name, net in subnets.items() if net}
+        networks = {name: Network(str(name), net) for name, net in subnets.items() if net}
+        self._check_overlaps(list(networks.values()))
+        return networks
+
+    def _check_overlaps(self, networks: list[Network]) -> None:
+        """Two networks sharing addresses could not be told apart by routes or filters.
+        Sorted by address, each overlaps the widest one before it, if any: n log n, not n^2."""
+        order = {n.name: i for i, n in enumerate(networks)}
+        widest: Network | None = None
+        for net in sorted(networks, key=lambda n: (n.subnet.network_address, n.subnet.prefixlen)):
+            if widest and net.subnet.network_address <= widest.subnet.broadcast_address:
+                first, later = sorted((widest, net), key=lambda n: order[n.name])
+                self.error(("networks", later.name), f"{later.subnet} overlaps network "
+                           f"{first.name} ({first.subnet}, line {self.doc.line(('networks', first.name))})")
+            if not widest or net.subnet.broadcast_address > widest.subnet.broadcast_address:
+                widest = net
 
     # hosts
 
@@ -256,6 +271,25 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
             self.no_host(path, gateway)
         elif not self._shared_networks(name, gateway):
             self.error(path, f"host {gateway!r} shares no network with {name!r}")
+        elif name in self.hosts and gateway in self.hosts and not self.hosts[gateway].forwards:
+            self.error(path, f"{gateway!r} is on one network only, so it routes nothing; a "
+                       "gateway needs an interface on each network it joins")
+        elif (loop := self._gateway_loop(name)) and name == max(loop, key=lambda h: self.doc.line(("hosts", h))):
+            self.error(path, f"gateways form a loop ({' -> '.join([*loop, loop[0]])}); "
+                       "packets would circle between them")
+
+    def _gateway_loop(self, name: str) -> list[str]:
+        """The hosts on a gateway loop through `name`, from `name`; empty when there is none."""
+        chain = [name]
+        while True:
+            nxt = as_map(self.raw_hosts.get(chain[-1])).get("gateway")
+            if not isinstance(nxt, str) or nxt not in self.raw_hosts or nxt == chain[-1]:
+                return []
+            if nxt == name:
+                return chain
+            if nxt in chain:  # a loop further on, not through `name`
+                return []
+            chain.append(nxt)
 
     def _shared_networks(self, a: str, b: str) -> set:
         """Networks both are on; a cluster is on its VIP's network."""
@@ -269,6 +303,26 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
     def _check_host_policies(self) -> None:
         for name, spec in self.raw_hosts.items():
             self.check_policy(("hosts", name, "policy"), as_map(spec).get("policy"))
+        for host in self.hosts.values():
+            self._check_rules_of(host)
+
+    def _check_rules_of(self, host: Host) -> None:
+        """A rule of the host's own policy may not lead back to the host itself."""
+        raw = as_map(as_map(self.raw.get("policies")).get(host.policy))
+        for i, rule in enumerate(map(as_map, as_list(raw.get("rules")))):
+            path = ("policies", str(host.policy), "rules", i)
+            if rule.get("tunnel") == host.name:
+                self.error(path + ("tunnel",), f"{host.name} applies policy {host.policy}, so "
+                           "this tunnel would end at itself; name the host at the far end")
+            spec = as_map(rule.get("filter"))
+            for side in ("from", "to"):
+                end = spec.get(side)
+                who = (f"{end} applies policy {host.policy} itself" if end == host.name else
+                       f"{end} is {host.name}'s own address, and {host.name} applies policy "
+                       f"{host.policy}" if as_ipv4(end) in host.addresses else "")
+                if who:
+                    self.error(path + ("filter", side), f"{who}; write me for it, and a peer "
+                               "on the other side")
 
     # expectations
 

@@ -36,10 +36,18 @@ class Reader:
         if not isinstance(self.raw.get("hosts"), dict):
             return
         if or_cluster and self.raw_clusters:
-            known = [*self.raw_hosts, *self.raw_clusters]
+            known = self._names("hosts and clusters", [*self.raw_hosts, *self.raw_clusters])
             self.error(path, f"no host or cluster {name!r}{suggest(name, known)}{hint}")
         else:
-            self.error(path, f"no host {name!r}{suggest(name, self.raw_hosts)}{hint}")
+            known = self._names("hosts", self.raw_hosts)
+            self.error(path, f"no host {name!r}{suggest(name, known)}{hint}")
+
+    def _names(self, what: str, names: Any) -> tuple[str, ...]:
+        """The names as one tuple, made once: a file with 2,000 typos asks 2,000 times."""
+        cache = self.__dict__.setdefault("_name_lists", {})
+        if what not in cache:
+            cache[what] = tuple(str(n) for n in names)
+        return cache[what]
 
     def known_policies(self) -> list[str]:
         """The file's policies, then the built-ins: what a `policy:` may name."""

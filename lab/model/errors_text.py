@@ -128,13 +128,15 @@ def _suggest(word: str, known: tuple[str, ...]) -> str:
     if not word:
         return ""
     names = _names(known)
-    # `expectations` means `expect` rather than the closer-spelled `exemptions`
-    stems = [names.index[k] for k in (word[:n] for n in range(3, len(word) + 1)) if k in names.index]
+    # A name the word starts with, or that starts with the word, wins over a close spelling:
+    # `expectations` means `expect` rather than `exemptions`. Closest in length, then first.
+    stems = [k for k in (word[:n] for n in range(3, len(word) + 1)) if k in names.index]
     start = bisect.bisect_left(names.ordered, word)
-    for k in itertools.takewhile(lambda k: k.startswith(word), names.ordered[start:]):
-        stems += [names.index[k]] if len(k) >= 3 else []
+    stems += [k for k in itertools.takewhile(lambda k: k.startswith(word), names.ordered[start:])
+              if len(k) >= 3]
     if stems:
-        return f" (did you mean {known[min(stems)]!r}?)"
+        best = max(stems, key=lambda k: (-abs(len(k) - len(word)), -names.index[k]))
+        return f" (did you mean {best!r}?)"
     # the same measure as difflib's get_close_matches (cutoff 0.6), in C: thousands of names
     close = rapidfuzz.process.extractOne(word, known, scorer=rapidfuzz.fuzz.ratio, score_cutoff=60)
     return f" (did you mean {close[0]!r}?)" if close else ""

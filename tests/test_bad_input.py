@@ -1,5 +1,6 @@
 """Issue 10, point 8: input that used to crash, hang or slip through.
 
+Time bounds are CPU seconds (time.process_time), so a loaded machine cannot fail them.
 Each case becomes one `FILE:LINE: field: message` line and exit 2 (in line order), or is
 accepted because it is valid. The CLI is run in-process, as a user would run it.
 """
@@ -203,9 +204,9 @@ def test_alias_bomb_is_refused_quickly_in_one_short_line(tmp_path, capsys):
     path.write_text("name: x\nnetworks: {lan: 10.0.0.0/24}\n"
                     "hosts: {pc: {role: client, interfaces: {lan: 10.0.0.5}}}\ndescription:\n  "
                     + "\n  ".join(levels) + "\n")
-    start = time.monotonic()
+    start = time.process_time()
     lines = refused(capsys, path)
-    assert time.monotonic() - start < 5
+    assert time.process_time() - start < 5
     assert lines == [f"{path}:9: invalid YAML: aliases expand to more than 100,000 values; "
                      "write the values out instead"]
 
@@ -221,12 +222,12 @@ def test_a_few_aliases_are_fine(tmp_path):
 
 def test_did_you_mean_over_thousands_of_names_is_fast():
     known = tuple(f"host{i}" for i in range(2000))
-    start = time.monotonic()
+    start = time.process_time()
     hints = [suggest(f"nope{i}x", known) for i in range(2000)]
-    assert time.monotonic() - start < 8  # difflib: 5.8 s idle; rapidfuzz ~1 s on a loaded machine
-    start = time.monotonic()
+    assert time.process_time() - start < 8  # difflib: 5.8 s idle; rapidfuzz ~1 s on a loaded machine
+    start = time.process_time()
     assert {suggest("nope", known) for _ in range(2000)} == {""}  # one typo, many times: cached
-    assert time.monotonic() - start < 1
+    assert time.process_time() - start < 1
     assert suggest("host12x", known) == " (did you mean 'host12'?)"
     assert suggest("expectations", ("expect", "exemptions")) == " (did you mean 'expect'?)"
     assert len(hints) == 2000
@@ -237,9 +238,9 @@ def test_nat_onto_a_slash_8_takes_the_top_addresses(tmp_path):
     path.write_text(path.read_text().replace("dmz: 10.10.1.0/24", "dmz: 192.168.1.0/24")
                     .replace("dmz: 10.10.1.1", "dmz: 192.168.1.1")
                     .replace("dmz: 10.10.1.10", "dmz: 192.168.1.10"))
-    start = time.monotonic()
+    start = time.process_time()
     nat = load_topology(path).nat
-    assert time.monotonic() - start < 5  # listing 16 million addresses took 12 s and 1.45 GB
+    assert time.process_time() - start < 5  # listing 16 million addresses took 12 s and 1.45 GB
     assert [(n, str(a)) for n, a in nat.mapped] == [("fe", "10.255.255.254")]
 
 
@@ -249,10 +250,10 @@ def test_compile_of_many_hosts_prints_plain_json(tmp_path, capsys):
     path = tmp_path / "many.yaml"
     path.write_text(f"name: x\nnetworks: {{lan: 10.0.0.0/16}}\nhosts:\n{hosts}\npolicies:\n"
                     "  p: {rules: [{name: r, filter: {from: me, to: any}, action: require}]}\n")
-    start = time.monotonic()
+    start = time.process_time()
     code, out, _ = run(capsys, "compile", path)
     assert code == 0 and len(json.loads(out)) == 500
-    assert time.monotonic() - start < 20  # rich's print_json: most of 12.6 s for 2,000 hosts
+    assert time.process_time() - start < 20  # rich's print_json: most of 12.6 s for 2,000 hosts
 
 
 # ---- messages -----------------------------------------------------------------------------------

@@ -400,8 +400,8 @@ BAD = {
     "ike-dh-group": "5: ike.methods[1].dh_group: must be one of 1, 2, 5, 14, 15, 16, 19, 20, 21, "
     "31 (got 3)",
     "ike-method-missing": "4: ike.methods[0]: missing required key 'dh_group'",
-    "ike-lifetime": "2: ike.lifetime_minutes: must be a whole number of minutes, at least 1 "
-    "(got 0)",
+    "ike-lifetime": "2: ike.lifetime_minutes: must be a whole number of minutes from 1 to 2880 "
+    "(48 hours) (got 0)",
     "exemptions-top": "2: exemptions: must be windows-2000, windows-2003 or a number 0-3 "
     "(got 'windows-xp')",
     "exemptions-host": "5: hosts.pc.exemptions: must be windows-2000, windows-2003 or a number "
@@ -437,7 +437,7 @@ BAD = {
     "security-mapping-ah-esp": "13: policies.p.rules[0].security[0]: 'ah+esp' cannot be "
     "reproduced: strongSwan negotiates AH or ESP, not both on one SA",
     "security-lifetime": "14: policies.p.rules[0].security[0].lifetime.seconds: must be a whole "
-    "number of seconds, at least 1 (got 0)",
+    "number of seconds from 1 to 172800 (48 hours) (got 0)",
     "security-protocol-missing": "13: policies.p.rules[0].security[0]: missing required key "
     "'protocol'",
     "auth-kerberos-deadlock": "4: authentication.method: strongSwan cannot authenticate IKE "

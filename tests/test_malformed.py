@@ -124,22 +124,9 @@ def _variants() -> list[tuple[str, str, str, str | None]]:
     return out
 
 
-def _known_elsewhere(exc: BaseException) -> bool:
-    """A traceback another change fixes (an expectation to a cluster: issue 10, point 3)."""
-    tb = exc.__traceback__
-    while tb and tb.tb_next:
-        tb = tb.tb_next
-    return isinstance(exc, KeyError) and tb is not None and tb.tb_frame.f_code.co_name == "listeners"
-
-
 def _run(capsys, *argv: str) -> tuple[int, str, str, float]:
     start = time.process_time()
-    try:
-        code = main(list(argv))
-    except Exception as exc:  # noqa: BLE001 - any traceback is the failure being looked for
-        if _known_elsewhere(exc):
-            pytest.skip("expectation to a cluster: fixed elsewhere")
-        raise
+    code = main(list(argv))  # a traceback fails the test: that is what it looks for
     seconds = time.process_time() - start
     out = capsys.readouterr()
     return code, out.out, out.err, seconds

@@ -210,8 +210,9 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
         for net in sorted(networks, key=lambda n: (n.subnet.network_address, n.subnet.prefixlen)):
             if widest and net.subnet.network_address <= widest.subnet.broadcast_address:
                 first, later = sorted((widest, net), key=lambda n: order[n.name])
+                line = self.doc.line(("networks", first.name))
                 self.error(("networks", later.name), f"{later.subnet} overlaps network "
-                           f"{first.name} ({first.subnet}, line {self.doc.line(('networks', first.name))})")
+                           f"{first.name} ({first.subnet}, line {line})")
             if not widest or net.subnet.broadcast_address > widest.subnet.broadcast_address:
                 widest = net
 
@@ -274,9 +275,11 @@ class _Builder(ClusterReader, PolicyReader, FirewallReader, ServerReader):
         elif name in self.hosts and gateway in self.hosts and not self.hosts[gateway].forwards:
             self.error(path, f"{gateway!r} is on one network only, so it routes nothing; a "
                        "gateway needs an interface on each network it joins")
-        elif (loop := self._gateway_loop(name)) and name == max(loop, key=lambda h: self.doc.line(("hosts", h))):
-            self.error(path, f"gateways form a loop ({' -> '.join([*loop, loop[0]])}); "
-                       "packets would circle between them")
+        elif loop := self._gateway_loop(name):
+            # said once, at the loop's last host in the file
+            if name == max(loop, key=lambda h: self.doc.line(("hosts", h))):
+                self.error(path, f"gateways form a loop ({' -> '.join([*loop, loop[0]])}); "
+                           "packets would circle between them")
 
     def _gateway_loop(self, name: str) -> list[str]:
         """The hosts on a gateway loop through `name`, from `name`; empty when there is none."""

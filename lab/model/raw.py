@@ -36,18 +36,18 @@ class Reader:
         if not isinstance(self.raw.get("hosts"), dict):
             return
         if or_cluster and self.raw_clusters:
-            known = self._names("hosts and clusters", [*self.raw_hosts, *self.raw_clusters])
+            known = self._names(with_clusters=True)
             self.error(path, f"no host or cluster {name!r}{suggest(name, known)}{hint}")
         else:
-            known = self._names("hosts", self.raw_hosts)
-            self.error(path, f"no host {name!r}{suggest(name, known)}{hint}")
+            self.error(path, f"no host {name!r}{suggest(name, self._names())}{hint}")
 
-    def _names(self, what: str, names: Any) -> tuple[str, ...]:
-        """The names as one tuple, made once: a file with 2,000 typos asks 2,000 times."""
+    def _names(self, with_clusters: bool = False) -> tuple[str, ...]:
+        """Host (and cluster) names as one tuple, made once: 2,000 typos ask 2,000 times."""
         cache = self.__dict__.setdefault("_name_lists", {})
-        if what not in cache:
-            cache[what] = tuple(str(n) for n in names)
-        return cache[what]
+        if with_clusters not in cache:
+            names = [*self.raw_hosts, *(self.raw_clusters if with_clusters else ())]
+            cache[with_clusters] = tuple(str(n) for n in names)
+        return cache[with_clusters]
 
     def known_policies(self) -> list[str]:
         """The file's policies, then the built-ins: what a `policy:` may name."""

@@ -42,9 +42,9 @@ class _BoundedComposer(Composer):
             return node
         tag = getattr(event, "ctag", None)
         if tag is not None and str(tag) != "!":
-            raise ComposerError(None, None, f"YAML tag {str(tag).replace('tag:yaml.org,2002:', '!!')} "
-                                "is not supported; quote the value, or write a plain list or mapping",
-                                event.start_mark)
+            shown = str(tag).replace("tag:yaml.org,2002:", "!!")
+            raise ComposerError(None, None, f"YAML tag {shown} is not supported; quote the "
+                                "value, or write a plain list or mapping", event.start_mark)
         node = super().compose_node(parent, index)
         self.sizes[id(node)] = 1 + sum(self.sizes.get(id(c), 1) for c in _children(node))
         return node

@@ -299,3 +299,14 @@ def test_schema_and_semantic_problems_in_line_order(tmp_path, capsys):
                     "  pd: {role: clientx, interfaces: {lan: 10.0.0.6}}\n")
     lines = refused(capsys, path)
     assert [line.split(": ")[1] for line in lines] == ["hosts.pc.gateway", "hosts.pd.role"]
+
+
+def test_host_names_that_are_not_text(tmp_path, capsys):
+    path = tmp_path / "keys.yaml"
+    path.write_text("name: x\nnetworks: {lan: 10.0.0.0/24}\nhosts:\n"
+                    "  pc: {role: client, interfaces: {lan: 10.0.0.5}, cluster: c}\n"
+                    "  null: {role: client, interfaces: {lan: 10.0.0.6}, cluster: c}\n"
+                    "  1: {role: client, interfaces: {lan: 10.0.0.7}}\n"
+                    "clusters:\n  c: {vip: 10.0.0.9, owner: pc}\n")
+    lines = refused(capsys, path)
+    assert [line.split(": ")[1] for line in lines] == ["hosts.None", "hosts.1", "clusters.c"]

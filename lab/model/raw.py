@@ -22,9 +22,11 @@ class Reader:
         self.doc = doc
         self.problems: list[tuple[int, str, str]] = []
         self.raw = as_map(doc.data)
-        self.raw_hosts = as_map(self.raw.get("hosts"))
+        # Names that are not text (`1:`, `null:`) are the schema's to report; kept here they
+        # would meet their own str() as a different key.
+        self.raw_hosts = _named(self.raw.get("hosts"))
         self.hosts: dict[str, Host] = {}
-        self.raw_clusters = as_map(self.raw.get("clusters"))
+        self.raw_clusters = _named(self.raw.get("clusters"))
         self.clusters: dict[str, Cluster] = {}
 
     def error(self, path: Loc, message: str) -> None:
@@ -83,6 +85,10 @@ class Reader:
             self.error(path, f"no cluster {name!r}; define it under clusters:")
         else:
             self.error(path, f"no cluster {name!r}{suggest(name, self.raw_clusters)}")
+
+
+def _named(value: object) -> dict:
+    return {k: v for k, v in as_map(value).items() if isinstance(k, str)}
 
 
 def as_map(value: object) -> dict:

@@ -201,6 +201,7 @@ class Run:
         self.results.update(sas=sas, policies=policies, xfrm=xfrm, events=events, soft_sas=soft)
         if self.docker:
             self.results["host_checks"] = self.docker.checks()
+        self.results["module_requests"] = _module_requests()
         self._phase_done("collect")
 
     @staticmethod
@@ -240,6 +241,16 @@ class Run:
         with open(path + ".tmp", "w") as f:
             json.dump(self.results, f, indent=1)
         os.replace(path + ".tmp", path)
+
+
+def _module_requests() -> list[str] | None:
+    """The module names the kernel asked the guest's modprobe wrapper for (lab.providers.uml);
+    after the boot-time crypto warm-up a run should need none. None where there is no wrapper."""
+    try:
+        with open("/run/lab-modprobe.log") as f:
+            return [line.strip() for line in f if line.strip()]
+    except FileNotFoundError:
+        return [] if os.path.exists("/run/lab-modprobe") else None
 
 
 def main(argv: list[str]) -> int:

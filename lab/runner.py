@@ -223,7 +223,7 @@ def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
         address = p["cluster"]["vip"] if node else str(destination_address(src, dst))
         pair = ((src.name, p["src_address"]), (dst.name, address))
         verdicts.append(judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp,
-                              ike=ike_log.outcome(results, logs, *pair),
+                              ike=ike_log.outcome(results, logs, *pair, near=outcomes[p["id"]]["t_start"]),
                               soft_sa=_soft_sa(results, pair, p, outcomes[p["id"]]),
                               firewall=firewall or None, answered_by=answered))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}

@@ -51,6 +51,7 @@ CONF = """charon {{
     lab {{
       path = {log}
       time_format = %H:%M:%S
+      time_add_ms = yes
       ike_name = yes
       flush_line = yes
       default = 1

@@ -80,6 +80,8 @@ def short_evidence(ev: Evidence) -> str:
             parts.append(f"{count} {label} ({_by_segment(ev.segments, kind)})")
     if ev.spis:
         parts.append("SPI " + "/".join(ev.spis))
+    if parts and ev.ike_seconds:  # a protected flow: how long its first packet waited for IKE
+        parts.append(f"IKE {ev.ike_seconds:.2f} s")
     if parts or ev.clear_packets:
         handshake = ev.clear_handshake if parts else 0  # protected flow: payload-less packets first
         if handshake and handshake == ev.clear_packets:

@@ -187,6 +187,9 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
         parts.append(f"{ev.ah_packets} AH packets")
     if ev.sa:
         parts.append(f"SA {ev.sa.child} on {ev.sa.host}, {ev.sa.protocol} {ev.sa.mode.lower()} {ev.sa.algorithms}")
+    if ev.ike_seconds is not None and (ev.esp_packets or ev.ah_packets):
+        parts.append(f"IKE up {ev.ike_seconds:.2f} s after the first packet" if ev.ike_seconds
+                     else "SA up before the first packet")
     if ev.firewall_passed:
         parts.append(ev.firewall_passed)
     parts.append("marker readable on the wire" if ev.marker_in_clear else "marker never readable")
@@ -238,6 +241,7 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         credential_in_clear=has_readable(packets, probe["credential_on_wire"].encode()),
         ike=ike.state if ike else None,
         ike_reasons=ike.reasons if ike else (),
+        ike_seconds=ike.seconds_after(outcome["t_start"]) if ike else None,
         soft_sa=soft_sa,
         clear_handshake=sum(1 for p in mine if p.kind == "clear" and not p.payload),
         xfrm_errors=outcome.get("xfrm_errors", {}),

@@ -8,6 +8,7 @@ reasons come from the daemons' logs, where every line of an IKE_SA carries its t
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,15 @@ _ADDR = re.compile(r"(?:to|from) (\d+\.\d+\.\d+\.\d+)")
 class IkeOutcome:
     established: bool
     reasons: tuple[str, ...]
+    up_times: tuple[float, ...] = ()  # when a CHILD_SA between the two came up (initiator's view)
+
+    def seconds_after(self, t: float) -> float | None:
+        """How long after `t` (a probe's first packet) the first CHILD_SA came up; 0.0 when
+        one was up already, None when none came up."""
+        if not self.up_times:
+            return None
+        later = [u for u in self.up_times if u >= t]
+        return round(min(later) - t, 3) if later else 0.0
 
     @property
     def state(self) -> str:
@@ -67,6 +77,39 @@ def established_between(events: dict, sas: dict, a: str, b: str) -> bool:
                         c.get("state") == "INSTALLED" for c in ike.get("child-sas", {}).values()):
                     return True
     return False
+
+
+_STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) ")
+_CHILD_UP = re.compile(r"CHILD_SA \S+ established with SPIs")
+
+
+def established_by_peer(log: str) -> dict[str, list[float]]:
+    """Seconds of the day (the log's local time, to the millisecond) at which a CHILD_SA came up
+    in this log, by peer. Read from the log line charon writes as it installs the SA: the VICI
+    event reaches the executor later, behind the probes' threads."""
+    peer_of: dict[str, str] = {}
+    out: dict[str, list[float]] = {}
+    for line in log.splitlines():
+        m, stamp = _TAG.search(line), _STAMP.match(line)
+        if not m or not stamp:
+            continue
+        tag, msg = m.groups()
+        tag = tag.rpartition("|")[2]
+        addr = _ADDR.search(msg)
+        if addr and tag not in peer_of:
+            peer_of[tag] = addr.group(1)
+        if _CHILD_UP.search(msg) and tag in peer_of:
+            h, mi, sec, ms = (int(x) for x in stamp.groups())
+            out.setdefault(peer_of[tag], []).append(h * 3600 + mi * 60 + sec + ms / 1000)
+    return out
+
+
+def to_epoch(second_of_day: float, near: float) -> float:
+    """A local time of day as the epoch time closest to `near` (a run never spans a day)."""
+    lt = time.localtime(near)
+    midnight = near - (lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec) - (near % 1)
+    t = midnight + second_of_day
+    return min((t - 86400, t, t + 86400), key=lambda x: abs(x - near))
 
 
 def reasons_by_peer(log: str) -> dict[str, list[str]]:
@@ -107,18 +150,34 @@ class IkeLogs:
     def __init__(self, logs_dir: str):
         self.logs_dir = logs_dir
         self._by_host: dict[str, dict[str, list[str]]] = {}
+        self._up: dict[str, dict[str, list[float]]] = {}
+
+    def _read(self, host: str) -> str:
+        path = Path(self.logs_dir, f"charon-{host}.log")
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def reasons(self, host: str, peer: str) -> list[str]:
         if host not in self._by_host:
-            path = Path(self.logs_dir, f"charon-{host}.log")
-            self._by_host[host] = reasons_by_peer(path.read_text(errors="replace")) if path.exists() else {}
+            self._by_host[host] = reasons_by_peer(self._read(host))
         return self._by_host[host].get(peer, [])
 
+    def up_times(self, host: str, peer: str, near: float) -> tuple[float, ...]:
+        """Epoch times at which `host` installed a CHILD_SA with `peer`."""
+        if host not in self._up:
+            self._up[host] = established_by_peer(self._read(host))
+        return tuple(sorted(to_epoch(t, near) for t in self._up[host].get(peer, [])))
 
-def outcome(results: dict, logs: IkeLogs, src: tuple[str, str], dst: tuple[str, str]) -> IkeOutcome:
-    """src and dst are (host, address)."""
+
+def outcome(results: dict, logs: IkeLogs, src: tuple[str, str], dst: tuple[str, str],
+            near: float | None = None) -> IkeOutcome:
+    """src and dst are (host, address); `near`, any time in the run (for the logs' clock)."""
     up = established_between(results.get("events", {}), results.get("sas", {}), src[1], dst[1])
     reasons: list[str] = []
     for (host, _), (_, peer) in ((src, dst), (dst, src)):
         reasons += [f"{host}: {r}" for r in logs.reasons(host, peer)]
-    return IkeOutcome(up, tuple(reasons))
+    # The sender's view decides when its packets could leave; the peer's when it is the other
+    # side that initiated (a reply that needs IPsec).
+    times = ()
+    if near is not None:
+        times = logs.up_times(src[0], dst[1], near) or logs.up_times(dst[0], src[1], near)
+    return IkeOutcome(up, tuple(reasons), times)

@@ -48,6 +48,7 @@ class Evidence:
     credential_in_clear: bool  # so was the fake login it carried
     ike: str | None = None  # "established" | "failed" between the two hosts during the run
     ike_reasons: tuple[str, ...] = ()  # what charon logged when negotiation failed
+    ike_seconds: float | None = None  # the probe's first packet -> its CHILD_SA up (0: up already)
     soft_sa: str | None = None  # "fe fell back to clear for 10.10.2.20 after 3.0 s of IKE silence"
     clear_handshake: int = 0  # payload-less packets accepted in clear before IPsec took over
     xfrm_errors: dict = field(default_factory=dict)  # receiver's XFRM counter increases (tamper)

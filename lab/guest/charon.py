@@ -16,6 +16,8 @@ import time
 
 import vici
 
+from lab.guest.netns import spawn_private_run
+
 CHARON = "/usr/lib/ipsec/charon"
 # An explicit plugin list: the default loads ~70 plugins, which is slow in the guest and
 # brings in plugins (stroke, forecast) that read host files or join multicast groups.
@@ -112,10 +114,10 @@ class Charon:
         if os.path.exists(self.socket_path):  # charon 5.9 leaves its socket behind
             os.unlink(self.socket_path)
         env = dict(os.environ, STRONGSWAN_CONF=conf)
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        # Forked inside the host's namespace, with a private /run: one process image (charon)
+        # (lab.guest.netns.spawn_private_run); with 40 daemons, process starts were seconds.
+        self.proc = spawn_private_run(self.ns, [CHARON], env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def connect(self, deadline: float) -> None:
         """Wait for the VICI socket (charon takes ~1 s in the guest), then open the session."""

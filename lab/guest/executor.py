@@ -52,6 +52,16 @@ class Run:
         self.results: dict = {"format": 1, "run_id": plan["run_id"], "timings": {}, "errors": []}
         self._t = time.monotonic()
 
+    def _stepper(self, key: str):
+        """Seconds spent in each step of a phase, into results[key] (where the time goes)."""
+        steps, last = self.results.setdefault(key, {}), [time.monotonic()]
+
+        def mark(step: str) -> None:
+            now = time.monotonic()
+            steps[step] = round(now - last[0], 3)
+            last[0] = now
+        return mark
+
     def _phase_done(self, name: str) -> None:
         now = time.monotonic()
         self.results["timings"][name] = round(now - self._t, 3)
@@ -60,14 +70,17 @@ class Run:
     def bring_up(self) -> None:
         hosts = self.plan["hosts"]
         progress("bring-up", f"{len(hosts)} hosts, {len(self.plan['networks'])} networks")
+        mark = self._stepper("bring_up_steps")
         if self.docker:
             self.docker.create(progress)
         else:
             netns.create(self.plan)
+        mark("namespaces")
         for h in hosts:  # packet filter and NAT on firewall hosts (tc, one process each)
             if h.get("firewall"):
                 firewall.apply(h["ns"], h["firewall"])
                 progress("bring-up", f"firewall on {h['name']}: {len(h['firewall']['filters'])} tc filters")
+        mark("firewalls")
         started = self.servers.start(hosts)  # real daemons come up while the charons do
         if started:
             progress("bring-up", "real servers: " + ", ".join(started))
@@ -83,6 +96,7 @@ class Run:
                 self.charons[h["name"]].settings = h["charon"].get("settings", {})
         for c in self.charons.values():
             c.start()
+        mark("charons_started")
         deadline = time.monotonic() + 30
         for h in hosts:
             c = self.charons.get(h["name"])
@@ -96,12 +110,15 @@ class Run:
                     self.agents.append(agent)
                 note = f", inbound passthrough on {len(relaxed)} policies" if relaxed else ""
                 progress("bring-up", f"charon on {h['name']}: {len(h['charon']['conns'])} connections loaded{note}")
+        mark("charons_loaded")
         self.listeners.start(hosts)
+        mark("listeners")
         if self.servers.pending:  # started in parallel with the charons (lab.guest.servers)
             self.results["timings"]["real_servers_ready"] = self.servers.wait(deadline)
             progress("bring-up", f"real servers listening after {self.results['timings']['real_servers_ready']:.2f} s")
         for cap in self.captures:
             cap.wait_ready(deadline)
+        mark("captures_ready")
         self._phase_done("bring_up")
 
     def _credentials(self, host: str) -> dict | None:
@@ -179,6 +196,7 @@ class Run:
 
     def collect(self) -> None:
         progress("collect", "SAs, policies and XFRM state from every IPsec host")
+        mark = self._stepper("collect_steps")
         sas, policies, xfrm, events = {}, {}, {}, {}
         for name, c in self.charons.items():
             events[name] = c.events
@@ -191,8 +209,10 @@ class Run:
                 # A crash scenario kills a daemon on purpose; anywhere else it is an error.
                 key = "notes" if self.plan.get("failover") else "errors"
                 self.results.setdefault(key, []).append(note)
+        mark("sa_lists")
         for h in self.plan["hosts"]:
             xfrm[h["name"]] = self._xfrm(h["ns"]) if h["charon"] is not None else None
+        mark("xfrm")
         soft = {a.charon.host: a.installed for a in self.agents}
         counters = {h["name"]: firewall.counters(h["ns"], h["firewall"])
                     for h in self.plan["hosts"] if h.get("firewall")}
@@ -207,9 +227,11 @@ class Run:
     @staticmethod
     def _xfrm(ns: str) -> dict:
         # `nokeys`: XFRM state carries the session keys, which must never reach a report.
-        state = subprocess.run(["ip", "-n", ns, "-s", "xfrm", "state", "list", "nokeys"],
-                               capture_output=True, text=True).stdout
-        policy = subprocess.run(["ip", "-n", ns, "xfrm", "policy", "list"], capture_output=True, text=True).stdout
+        # One process for both listings (a process per host and listing added up to seconds
+        # with 40 hosts); policies are the blocks whose selector has a prefix length.
+        out = subprocess.run(["ip", "-n", ns, "-s", "-batch", "-"], input="xfrm state list nokeys\nxfrm policy list\n",
+                             capture_output=True, text=True).stdout
+        state, policy = xfrm.split_listing(out)
         return {"state": state, "policy": policy, "stat": xfrm.stats(ns)}
 
     def tear_down(self) -> None:

@@ -41,6 +41,8 @@ def relax_inbound(ns: str, priorities: list[int]) -> list[str]:
     """Make the inbound templates of the policies with these priorities optional. Returns the
     selectors changed, for the record."""
     wanted = set(priorities)
+    if not wanted:
+        return []  # nothing to relax: no `ip xfrm policy list` process (one per host adds up)
     commands, changed = [], []
     for p in inbound_policies(ns):
         if p["priority"] in wanted and p["templates"]:
@@ -53,6 +55,16 @@ def relax_inbound(ns: str, priorities: list[int]) -> list[str]:
         if res.returncode != 0:
             raise RuntimeError(f"relaxing inbound policies in {ns} failed: {res.stderr.strip()}")
     return changed
+
+
+def split_listing(text: str) -> tuple[str, str]:
+    """`xfrm state list` then `xfrm policy list` in one output: a state block starts with
+    `src ADDRESS`, a policy block with `src PREFIX/LEN` (or `socket` policies after them)."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("src ") and "/" in line.split()[1]:
+            return "".join(lines[:i]), "".join(lines[i:])
+    return text, ""
 
 
 def stats(ns: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from lab.compile.fwmatch import matches  # noqa: F401  (re-exported: the host's judge uses it)
 from lab.model.topology import FirewallRule, Host, Topology
 
 NAT_PREF = 10
@@ -164,19 +165,3 @@ def nat_aliases(topology: Topology) -> dict[str, str]:
     if nat is None:
         return {}
     return {str(topology.host(n).address_on(nat.inside)): str(a) for n, a in nat.mapped}
-
-
-def matches(match: dict, src: str, dst: str, proto: int, sport: int | None, dport: int | None) -> bool:
-    """Does a filter's match (as in the plan) take this packet? Mirrors tc flower."""
-    ip = ipaddress.ip_address
-    if match.get("src") and ip(src) not in ipaddress.ip_network(match["src"]):
-        return False
-    if match.get("dst") and ip(dst) not in ipaddress.ip_network(match["dst"]):
-        return False
-    if match.get("proto") is not None and match["proto"] != proto:
-        return False
-    if match.get("sport") and match["sport"] != sport:
-        return False
-    if match.get("dport") and match["dport"] != dport:
-        return False
-    return True

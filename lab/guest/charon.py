@@ -68,7 +68,10 @@ CONF = """charon {{
 
 def render_conf(socket_path: str, log_path: str, settings: dict | None = None) -> str:
     """strongswan.conf for one daemon; `settings` from the plan override the defaults."""
-    values = {"retransmit_timeout": "1.0", "retransmit_tries": "4", **(settings or {})}
+    # The lab's own budget: a retransmit every second, up to 8 (given up after 9 s, inside a
+    # probe's 10 s). 4 (5 s) was too thin: with 20 pairs negotiating at once on a loaded
+    # machine, answers took up to 3.6 s, and a slower hour would have turned them into drops.
+    values = {"retransmit_timeout": "1.0", "retransmit_tries": "8", **(settings or {})}
     values.setdefault("acq_expires", str(retransmit_budget(values)))
     return CONF.format(plugins=PLUGINS, socket=socket_path, log=log_path, **values)
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from lab.guest import capture, charon, failover, firewall, netns, servers, softsa, tamper, traffic, xfrm
+from lab.guest import capture, charon, failover, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 PROGRESS = "@@lab "
 
@@ -136,7 +136,18 @@ class Run:
 
     def probe(self) -> None:
         progress("probes", f"{len(self.plan['probes'])} probes, concurrently")
-        outcomes = self._real_and_lab_probes()
+        # Waiting probes stop once the evidence that they cannot be delivered is final.
+        self.deadlines = {p["id"]: traffic.Deadline(p["timeout"]) for p in self.plan["probes"]
+                          if not p.get("tamper") and not p.get("bulk") and not p.get("client")
+                          and not p.get("proxied")}
+        watcher = finality.Finality(self.plan, self.charons)
+        watcher.start(self.plan["probes"], self.deadlines)
+        try:
+            outcomes = self._real_and_lab_probes()
+        finally:
+            watcher.stop()
+        if watcher.given_up:
+            self.results["given_up"] = watcher.given_up
         ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
         for p in self.plan["probes"]:
             if p.get("tamper"):  # one at a time, after the others: the router alters the pair's packets
@@ -165,14 +176,14 @@ class Run:
         proxied = [p for p in probes if p.get("proxied")]
         lab = [p for p in probes if p not in real and p not in proxied]
         if not real and not proxied:
-            return traffic.run_probes(self.plan)
+            return traffic.run_probes(self.plan, self.deadlines)
         from lab.guest import clients
         ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
         got: dict[str, list] = {}
         t = threading.Thread(target=lambda: got.setdefault("real", clients.run_clients(
             real, ns_of, self.workdir, self.server_secrets.get("passwords", {}))), daemon=True)
         t.start()
-        outcomes = traffic.run_probes({**self.plan, "probes": lab})
+        outcomes = traffic.run_probes({**self.plan, "probes": lab}, self.deadlines)
         t.join()
         outcomes += got.get("real", [])
         by_id = {o["id"]: o for o in outcomes}

@@ -8,6 +8,9 @@ it receives; the probe counts as delivered only when that answer comes back.
 
 from __future__ import annotations
 
+import errno
+import os
+import select
 import socket
 import threading
 import time
@@ -112,6 +115,33 @@ def _find_marker(data: bytes) -> str | None:
     return data[start:end].decode()
 
 
+SLICE = 0.2  # how often a waiting probe looks whether it was told to give up
+
+
+class GaveUp(Exception):
+    """The evidence that the flow cannot be delivered is final (lab.guest.finality)."""
+
+
+class Deadline:
+    """A probe's timeout, which the finality watcher may cut short with its reason."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+        self.reason: str | None = None
+        self.finished = False  # the probe has its outcome; nothing to watch
+
+    def give_up(self, reason: str) -> None:
+        self.reason = reason
+
+    def left(self, cap: float | None = None) -> float:
+        if self.reason:
+            raise GaveUp(self.reason)
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        return min(left, cap) if cap else left
+
+
 def _socket(protocol: str) -> socket.socket:
     if protocol == "tcp":
         return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -120,14 +150,15 @@ def _socket(protocol: str) -> socket.socket:
     return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
-def run_probe(probe: dict, ns: str) -> dict:
-    """Send the probe's payload and wait for the listener's answer, within the probe's timeout.
-    Broadcast and multicast probes are one-way: the listener's log says whether they arrived."""
+def run_probe(probe: dict, ns: str, deadline: Deadline | None = None) -> dict:
+    """Send the probe's payload and wait for the listener's answer, within the probe's timeout
+    (or until the finality watcher gives up for it). Broadcast and multicast probes are
+    one-way: the listener's log says whether they arrived."""
     with inside(ns):
         s = _socket(probe["protocol"])
     result = {"id": probe["id"], "delivered": False, "error": None, "sport": None,
               "t_start": time.time(), "t_end": None, "t_reply": None}
-    deadline = time.monotonic() + probe["timeout"]
+    deadline = deadline or Deadline(probe["timeout"])
     payload = probe["payload"].encode()
     try:
         s.bind((probe["src_address"], 0))
@@ -148,30 +179,41 @@ def run_probe(probe: dict, ns: str) -> dict:
             result["t_reply"] = time.time()
     except socket.timeout:
         result["error"] = "timed out"
+    except GaveUp as exc:
+        result["error"] = f"given up, evidence final: {exc}"
+        result["gave_up"] = str(exc)
     except OSError as exc:
         result["error"] = exc.strerror or str(exc)
     finally:
         s.close()
         result["t_end"] = time.time()
+        deadline.finished = True
     return result
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise socket.timeout()
-    return left
+def _connect(s: socket.socket, dst, deadline: Deadline) -> None:
+    """connect() in slices, so that a probe told to give up stops waiting at once."""
+    s.setblocking(False)
+    err = s.connect_ex(dst)
+    while err in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
+        _, ready, _ = select.select([], [s], [], deadline.left(SLICE))
+        if ready:
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err and err != errno.EISCONN:
+        raise OSError(err, os.strerror(err))
+    s.setblocking(True)
 
 
-def _tcp_exchange(s: socket.socket, dst, payload: bytes, deadline: float, bulk: int = 0,
+def _tcp_exchange(s: socket.socket, dst, payload: bytes, deadline: Deadline, bulk: int = 0,
                   result: dict | None = None) -> bytes:
-    s.settimeout(_remaining(deadline))
-    s.connect(dst)  # the kernel retries the SYN (1 s, 3 s) while IKE brings up a trapped SA
+    # A trapped flow's SYN waits in the kernel while IKE runs (xfrm_larval_drop = 0).
+    _connect(s, dst, deadline)
+    s.settimeout(deadline.left())
     started = time.time()  # bulk timing starts once connected: IKE is not part of the cost
     s.sendall(payload)
     left = bulk
     while left > 0:  # B16: the data whose transfer time measures the protection's cost
-        s.settimeout(_remaining(deadline))
+        s.settimeout(deadline.left())
         chunk = BULK_CHUNK[:min(left, len(BULK_CHUNK))]
         s.sendall(chunk)
         left -= len(chunk)
@@ -180,37 +222,40 @@ def _tcp_exchange(s: socket.socket, dst, payload: bytes, deadline: float, bulk: 
         result["bulk_bytes"], result["bulk_started"] = bulk, started
     data = b""
     while True:
-        s.settimeout(_remaining(deadline))
-        chunk = s.recv(4096)
+        s.settimeout(deadline.left(SLICE))
+        try:
+            chunk = s.recv(4096)
+        except socket.timeout:
+            continue  # deadline.left() ends the wait when the time is up
         if not chunk:
             return data
         data += chunk
 
 
-def _udp_exchange(s: socket.socket, dst, payload: bytes, deadline: float) -> bytes | None:
-    # The first datagram through a trap is dropped while IKE runs: resend every half second.
+def _udp_exchange(s: socket.socket, dst, payload: bytes, deadline: Deadline) -> bytes | None:
+    # Resent every half second, in case one is lost (a policy may also refuse it for a while).
     while True:
         s.sendto(payload, dst)
-        s.settimeout(min(0.5, _remaining(deadline)))
+        s.settimeout(deadline.left(0.5))
         try:
             data, _ = s.recvfrom(4096)
             return data
         except socket.timeout:
-            _remaining(deadline)
+            deadline.left()
 
 
-def _icmp_exchange(s: socket.socket, dst: str, payload: bytes, deadline: float) -> bytes:
+def _icmp_exchange(s: socket.socket, dst: str, payload: bytes, deadline: Deadline) -> bytes:
     """Echo request carrying the payload, resent every half second until the echo reply."""
     request = b"\x08\x00\x00\x00\x00\x00\x00\x01" + payload
     while True:
         s.sendto(request, (dst, 0))
-        s.settimeout(min(0.5, _remaining(deadline)))
+        s.settimeout(deadline.left(0.5))
         try:
             data, _ = s.recvfrom(4096)
             if data[:1] == b"\x00":  # echo reply
                 return data[8:]
         except socket.timeout:
-            _remaining(deadline)
+            deadline.left()
 
 
 def _one_way(s: socket.socket, dst, payload: bytes, via: str, src_address: str) -> None:
@@ -242,8 +287,10 @@ def in_parallel(probes: list[dict], run) -> list[dict]:
     return [results[p["id"]] for p in probes]
 
 
-def run_probes(plan: dict) -> list[dict]:
+def run_probes(plan: dict, deadlines: dict[str, Deadline] | None = None) -> list[dict]:
+    """`deadlines`, by probe id: those the finality watcher may cut short."""
     ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
+    deadlines = deadlines or {}
     # Tampered and bulk probes run alone, after these (lab.guest.executor).
     probes = [p for p in plan["probes"] if not p.get("tamper") and not p.get("bulk")]
-    return in_parallel(probes, lambda p: run_probe(p, ns_of[p["src"]]))
+    return in_parallel(probes, lambda p: run_probe(p, ns_of[p["src"]], deadlines.get(p["id"])))

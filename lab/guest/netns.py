@@ -106,6 +106,28 @@ def _host_commands(host: dict) -> list[str]:
     return cmds
 
 
+def _one_address(ts: str) -> bool:
+    net = ts.partition("[")[0]
+    return "/" not in net or net.endswith("/32")
+
+
+def queue_while_negotiating(host: dict) -> bool:
+    """May this host's trapped packets wait in the kernel while IKE runs? Only if every trap
+    policy leads to one peer. The kernel keeps one queue per policy and re-tries only its
+    first packet: behind a packet for a peer that never answers, the packets for peers whose
+    SAs are up would wait until the queue is purged (seen: an all-traffic rule to four peers,
+    three flows dropped). Such hosts keep dropping (and TCP retries)."""
+    conns = (host.get("charon") or {}).get("conns") or {}
+    for conn in conns.values():
+        for child in (conn.get("children") or {}).values():
+            if child.get("start_action") != "trap" or child.get("mode") in ("pass", "drop"):
+                continue
+            remotes = child.get("remote_ts") or []
+            if not remotes or not all(_one_address(ts) for ts in remotes):
+                return False
+    return bool(conns)
+
+
 def create(plan: dict, attach: dict[str, int] | None = None) -> None:
     """`attach` maps namespace names to PIDs (containers) whose namespace gets that name."""
     sw = plan["switch_ns"]
@@ -118,7 +140,7 @@ def create(plan: dict, attach: dict[str, int] | None = None) -> None:
         write_sysctl(n, "net.ipv6.conf.default.disable_ipv6", "1")
     for h in plan["hosts"]:
         write_sysctl(h["ns"], "net.ipv4.ping_group_range", "0 2147483647")  # ICMP probes as ping sockets
-        if plan.get("probes"):
+        if plan.get("probes") and queue_while_negotiating(h):
             # A trapped flow's packets wait in the kernel while IKE runs and leave through the
             # SA the moment it is up, instead of being dropped until TCP's next SYN retry (1 s,
             # then 3 s). They are still the probe's own packets. Failover runs keep the default:

@@ -126,6 +126,7 @@ class Deadline:
     """A probe's timeout, which the finality watcher may cut short with its reason."""
 
     def __init__(self, seconds: float):
+        self.seconds = seconds
         self.at = time.monotonic() + seconds
         self.reason: str | None = None
         self.finished = False  # the probe has its outcome; nothing to watch
@@ -159,6 +160,7 @@ def run_probe(probe: dict, ns: str, deadline: Deadline | None = None) -> dict:
     result = {"id": probe["id"], "delivered": False, "error": None, "sport": None,
               "t_start": time.time(), "t_end": None, "t_reply": None}
     deadline = deadline or Deadline(probe["timeout"])
+    deadline.at = time.monotonic() + deadline.seconds  # from this probe's own start
     payload = probe["payload"].encode()
     try:
         s.bind((probe["src_address"], 0))

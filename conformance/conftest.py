@@ -33,20 +33,63 @@ def topology_files() -> list[str]:
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run scenarios marked slow (full-length Windows timers)")
+    parser.addoption("--shard", metavar="K/N", default=os.environ.get("LAB_SHARD"),
+                     help="run only the K-th of N shares of the topologies (1-based; also LAB_SHARD); "
+                          "conformance/merge.py joins the shards' reports")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: full-length Windows timers (minutes); run with --run-slow")
+    config.addinivalue_line("markers", "xdist_group: cases that share one lab run (pytest-xdist --dist loadgroup)")
     if not config.getoption("lab_reports"):  # the plugin's LabRuns writes here
         config.option.lab_reports = str(REPORTS)
 
 
+def group_of(item) -> str:
+    """The lab run a case needs: its topology, or its module for cases with labs of their own.
+    All cases of a group run on one xdist worker and in one shard, so each lab runs once."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for key in ("expectation_case", "failover_case", "topology_path", "path"):
+        value = params.get(key)
+        if isinstance(value, tuple | list) and value:
+            value = value[0]
+        if isinstance(value, str):
+            return Path(value).stem
+    return item.module.__name__  # also an empty parametrization (nothing to run)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--shard {text!r}: K must be between 1 and N")
+    return k, n
+
+
+def in_shard(groups: list[str], shard: tuple[int, int] | None) -> set[str]:
+    """Groups dealt round-robin in sorted order: stable, and every group in exactly one shard."""
+    if not shard:
+        return set(groups)
+    k, n = shard
+    return {g for i, g in enumerate(sorted(set(groups))) if i % n == k - 1}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (loadgroup)
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    keep = [i for i in items if "slow" not in i.keywords]
-    deselected = [i for i in items if "slow" in i.keywords]
-    if deselected:  # deselected, not skipped: they are run on request
+    keep, deselected = [], []
+    wanted = in_shard([group_of(i) for i in items], parse_shard(config.getoption("--shard")))
+    for item in items:
+        group = group_of(item)
+        if ("slow" in item.keywords and not config.getoption("--run-slow")) or group not in wanted:
+            deselected.append(item)  # deselected, not skipped: slow ones run on request
+            continue
+        item.add_marker(pytest.mark.xdist_group(name=group))
+        keep.append(item)
+    if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
 

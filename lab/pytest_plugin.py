@@ -15,6 +15,7 @@ LabRuns, index and summary from here (conformance/conftest.py). Nothing happens 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import secrets
 from pathlib import Path
@@ -113,10 +114,8 @@ def check_matrix_flow(runs: LabRuns, path: str, flow_id: str) -> None:
                         f"prediction: {row.why}; wire: {row.evidence}")
 
 
-def write_index(runs: LabRuns) -> str | None:
-    """index.html: every topology's result, linking its own report."""
-    from lab.report.index import write_index as write
-
+def index_rows(runs: LabRuns) -> list[dict]:
+    """One row per topology this process ran, for index.html."""
     rows = []
     for path, result in runs.reports.items():
         stem = Path(path).stem
@@ -136,7 +135,69 @@ def write_index(runs: LabRuns) -> str | None:
                      "held": sum(r.ok for r in results), "total": len(results), "ok": all(r.ok for r in results),
                      "kind": "failover", "link": f"{stem}/failover/failover.html",
                      "failed": [f"{r.name}: {r.reason}" for r in results if not r.ok]})
-    return write(rows, str(runs.root / "index.html")) if rows else None
+    return rows
+
+
+def tables_text(runs: LabRuns) -> dict[str, str]:
+    """Each topology's verdicts the way `lab verify` shows them, as text, by file stem."""
+    import io
+
+    from rich.console import Console
+
+    from lab.report.table import print_sas, print_summary, print_verdicts
+
+    out = {}
+    for path, result in runs.reports.items():
+        if isinstance(result, Exception):
+            continue
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, force_terminal=False)
+        console.rule(f"{result.topology}  ({path})")
+        print_verdicts(result, console)
+        print_sas(result, console)
+        print_summary(result, console)
+        console.print(f"report: {runs.report_dir(path) / 'report.html'}", highlight=False)
+        out[Path(path).stem] = buf.getvalue()
+    return out
+
+
+# Every pytest process (each xdist worker, or the only one) leaves what it ran in <reports>/.rows;
+# the controlling process joins them into one index.html and one summary; shards are joined by
+# conformance/merge.py.
+def collected_rows(folder: Path) -> tuple[list[dict], dict[str, str]]:
+    rows, tables = [], {}
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        doc = json.loads(f.read_text())
+        rows += doc["rows"]
+        tables.update(doc["tables"])
+    return sorted(rows, key=lambda r: (r["name"], r["kind"])), dict(sorted(tables.items()))
+
+
+def write_index(root: Path) -> str | None:
+    """index.html: every topology's result, linking its own report."""
+    from lab.report.index import write_index as write
+
+    rows, _ = collected_rows(root / ".rows")
+    return write(rows, str(root / "index.html")) if rows else None
+
+
+def _reports_root(config) -> Path:
+    return Path(config.getoption("lab_reports") or "reports/lab")
+
+
+def _process_name(config) -> str:
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    shard = (config.getoption("shard", None) or "all").replace("/", "of")
+    return f"{shard}-{worker}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    runs = getattr(session.config, "_lab_runs", None)
+    if runs and (runs.reports or runs.failovers):
+        rows = runs.root / ".rows"
+        rows.mkdir(parents=True, exist_ok=True)
+        doc = {"rows": index_rows(runs), "tables": tables_text(runs)}
+        (rows / f"{_process_name(session.config)}.json").write_text(json.dumps(doc))
 
 
 # ---- the plugin's hooks ---------------------------------------------------------------------
@@ -163,6 +224,10 @@ def pytest_collect_file(file_path, parent):
 
 
 def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controlling process: a fresh set of rows
+        rows = _reports_root(session.config) / ".rows"
+        for f in rows.glob("*.json") if rows.is_dir() else []:
+            f.unlink()
     missing = [g for g in session.config.getoption("lab_topologies") if not glob.glob(g)]
     if missing:
         raise pytest.UsageError(f"--lab-topologies: no file matches {', '.join(missing)}")
@@ -226,23 +291,16 @@ def lab_runs(request) -> LabRuns:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Each topology's verdicts the way `lab verify` shows them, under pytest's own summary."""
-    runs = getattr(config, "_lab_runs", None)
-    if not runs or not (runs.reports or runs.failovers):
+    """Each topology's verdicts the way `lab verify` shows them, under pytest's own summary
+    (from every worker's rows when pytest-xdist ran them)."""
+    if hasattr(config, "workerinput"):
         return
-    index = write_index(runs)
-    from rich.console import Console
-
-    from lab.report.table import print_sas, print_summary, print_verdicts
-
-    console = Console(file=terminalreporter._tw._file, width=120, force_terminal=False)
-    for path, result in runs.reports.items():
-        if isinstance(result, Exception):
-            continue
-        console.rule(f"{result.topology}  ({path})")
-        print_verdicts(result, console)
-        print_sas(result, console)
-        print_summary(result, console)
-        console.print(f"report: {runs.report_dir(path) / 'report.html'}", highlight=False)
+    root = _reports_root(config)
+    _, tables = collected_rows(root / ".rows")
+    if not tables and not (root / ".rows").is_dir():
+        return
+    index = write_index(root)
+    for text in tables.values():
+        terminalreporter._tw.write(text)
     if index:
-        console.print(f"all reports: {index}", highlight=False)
+        terminalreporter._tw.line(f"all reports: {index}")

@@ -9,8 +9,8 @@ watcher tells a waiting probe to give up, GRACE seconds after one of these becam
   responder's own reason (no acceptable proposal, a revoked or untrusted certificate, no
   matching peer config, a MAC mismatch), or the kernel refusing the negotiated SA; logged
   after the probe started, and no IKE_SA between the two still negotiating (list-sas).
-- A firewall on the path drops every carrier the flow could use (its own packets, ESP, AH,
-  ESP in UDP 4500: the first filter each meets is a drop) and those filters' counters rose
+- A firewall on the path drops every carrier the flow could use (its own packets; and ESP,
+  AH, ESP in UDP 4500 when the sender runs IPsec: the first filter each meets is a drop) and those filters' counters rose
   while the probe waited: packets reached the firewall and were dropped there.
 
 Silence alone (no answer, nothing counted) still waits for the timeout, and nothing is cut
@@ -146,7 +146,9 @@ class Finality:
         None when some carrier would pass every firewall."""
         src, dst = probe["src_address"], self.aliases.get(probe["dst_address"], probe["dst_address"])
         proto = PROTO.get(probe["protocol"])
-        carriers = [(proto, None, probe["port"]), (50, None, None), (51, None, None), (17, 4500, 4500)]
+        carriers = [(proto, None, probe["port"])]
+        if self.hosts[probe["src"]].get("charon"):  # without IPsec its packets leave in clear
+            carriers += [(50, None, None), (51, None, None), (17, 4500, 4500)]
         for h in self.plan["hosts"]:
             fw = h.get("firewall") or {}
             if not fw.get("filters"):

@@ -37,7 +37,8 @@ def one(python: str, topology: str) -> dict:
 def summary(samples: list[dict]) -> dict:
     ok = [s for s in samples if "timings" in s]
     out = {"runs": len(samples), "all_verdicts_right": sum(s["held"] == s["total"] and not s["errors"] for s in ok),
-           "wrong": sorted({w for s in ok for w in s["wrong"]}), "failed_runs": [s["failed"] for s in samples if "failed" in s]}
+           "wrong": sorted({w for s in ok for w in s["wrong"]}), "errors": sorted({e for s in ok for e in s["errors"]}),
+           "failed_runs": [s["failed"] for s in samples if "failed" in s]}
     for phase in PHASES:
         values = [s["timings"].get(phase, 0.0) for s in ok]
         if values:

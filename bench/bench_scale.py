@@ -33,6 +33,7 @@ def main() -> int:
         row = {"hosts": n, "pairs": n // 2, "runs": args.runs,
                "all_right": sum(s["held"] == s["total"] and not s["errors"] for s in ok),
                "wrong": sorted({w for s in ok for w in s["wrong"]}),
+               "errors": sorted({e for s in ok for e in s["errors"]}),
                "failed_runs": [s["failed"] for s in samples if "failed" in s]}
         for phase in PHASES:
             values = [s["timings"].get(phase, 0.0) for s in ok]

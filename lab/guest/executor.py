@@ -97,7 +97,9 @@ class Run:
         for c in self.charons.values():
             c.start()
         mark("charons_started")
-        deadline = time.monotonic() + 30
+        # Each daemon costs the guest's one CPU its start-up: the wait grows with their number
+        # (80 hosts on a loaded machine took 70 s to load; a fixed 30 s made a slow lab an error).
+        deadline = time.monotonic() + 30 + 1.0 * len(self.charons)
         for h in hosts:
             c = self.charons.get(h["name"])
             if c:
@@ -116,8 +118,9 @@ class Run:
         if self.servers.pending:  # started in parallel with the charons (lab.guest.servers)
             self.results["timings"]["real_servers_ready"] = self.servers.wait(deadline)
             progress("bring-up", f"real servers listening after {self.results['timings']['real_servers_ready']:.2f} s")
+        ready_by = time.monotonic() + 30  # started long ago: their own wait, not what is left
         for cap in self.captures:
-            cap.wait_ready(deadline)
+            cap.wait_ready(ready_by)
         mark("captures_ready")
         self._phase_done("bring_up")
 

@@ -98,6 +98,8 @@ class Finality:
     # ---- which probes may be cut short at all ------------------------------------------------
 
     def _watchable(self, probe: dict) -> bool:
+        if probe.get("cluster") or probe["dst"] not in self.hosts:
+            return False  # to a cluster's VIP: whichever node holds it answers; not judged early
         for name in (probe["src"], probe["dst"]):
             c = self.hosts[name].get("charon") or {}
             if c.get("fallback"):

@@ -58,7 +58,8 @@ def started_by_shell() -> set[str]:
 
     fill = {k: "X" for k in ("run_id", "modules", "module_list", "plan", "secrets",
                              "rcfile", "workdir", "d", "tarball", "tag")}
-    fill.update(docker="", binds="", python="python3", imports="docker -H X import X X")
+    fill.update(docker="", binds="", python="python3", imports="docker -H X import X X",
+                crypto=uml.CRYPTO_WARMUP.format(batch="X"))
     scripts = [uml.INIT.format(**fill), init_snippet("/w", seeded=True), SEED_BODY.format(**fill)]
     return set().union(*(shell_commands(s) for s in scripts)) - {"X"}
 

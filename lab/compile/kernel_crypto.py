@@ -49,7 +49,7 @@ def _esp(tokens: list[str]) -> list[tuple[str, ...]]:
 def algorithms(plan: dict) -> list[tuple[str, ...]]:
     """Every distinct kernel transform the plan's ESP and AH proposals can negotiate."""
     found: list[tuple[str, ...]] = []
-    for host in plan["hosts"]:
+    for host in plan.get("hosts", []):
         for conn in ((host.get("charon") or {}).get("conns") or {}).values():
             for child in (conn.get("children") or {}).values():
                 for proposal in child.get("esp_proposals", []):

@@ -28,6 +28,7 @@ the executor find a rule's kernel policies again.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from lab.compile.exemptions import exemption_children
 from lab.compile.proposals import (DEFAULT_AH, DEFAULT_ESP, WINDOWS_RESPONSE_AH, WINDOWS_RESPONSE_ESP,
@@ -470,7 +471,20 @@ def covers(ts: str, address: str, protocol: str, port: int) -> bool:
     if "-" in p and all(x.isdigit() for x in p.split("-")):
         lo, hi = (int(x) for x in p.split("-"))
         return lo <= port <= hi
-    return _SERVICE_PORTS.get(p) == port
+    return _port_number(p, protocol) == port
+
+
+def _port_number(name: str, protocol: str) -> int | None:
+    """The port charon named: it prints any port the services database knows by its name
+    (getservbyport), e.g. `tcp/ssh` or `tcp/ms-sql-s`, so read the name back from the same
+    database; the table below only covers a guest without one. An unknown name must not
+    read as "no SA covers the flow": that turned ESP flows into `unobserved`."""
+    if name in _SERVICE_PORTS:
+        return _SERVICE_PORTS[name]
+    try:
+        return socket.getservbyname(name, protocol)
+    except OSError:
+        return None
 
 
 # charon prints well-known ports by name in list-sas traffic selectors.

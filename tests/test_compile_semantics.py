@@ -119,3 +119,15 @@ def test_subnet_broadcast_is_exempt_under_windows_2000():
     topo = load_topology(TOPOLOGIES / "broadcast-multicast.yaml")
     _, remote = exemption_selectors(topo, topo.host("srv-2000"))["exempt-broadcast"]
     assert "10.30.0.255/32" in remote and "255.255.255.255/32" in remote
+
+
+def test_fast_profile_failover_client_keeps_its_measured_retransmit_budget():
+    """A failover's client detects the dead node after DPD's 1 s plus 4 one-second
+    retransmits (the fast profile's crash outage, ~6 s); other hosts keep the lab's default."""
+    from lab.compile.strongswan import charon_settings
+    from lab.model.load import load_topology
+
+    topology = load_topology(TOPOLOGIES / "exchange-cluster-failover.yaml")
+    assert charon_settings(topology, topology.host("fe")) == {"retransmit_timeout": "1.000", "retransmit_tries": "4"}
+    plain = load_topology(TOPOLOGIES / "exchange-fe-be-http.yaml")
+    assert charon_settings(plain, plain.host("fe")) == {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports" / "conformance"
 
 
+def topology_patterns() -> list[str]:
+    """LAB_TOPOLOGIES: one glob, or several separated by spaces, quoted as in a shell (a subset
+    such as CI's). The default is not split: the checkout's own path may hold spaces."""
+    given = os.environ.get("LAB_TOPOLOGIES")
+    return shlex.split(given) if given else [glob.escape(str(ROOT / "topologies")) + "/*.yaml"]
+
+
 def topology_files() -> list[str]:
-    """LAB_TOPOLOGIES: one glob, or several separated by spaces (a subset such as CI's)."""
-    patterns = os.environ.get("LAB_TOPOLOGIES", str(ROOT / "topologies" / "*.yaml")).split()
-    return sorted({f for p in patterns for f in glob.glob(p)})
+    files = sorted({f for p in topology_patterns() for f in glob.glob(p)})
+    if not files:  # a suite that found nothing to run must not pass
+        raise pytest.UsageError(f"no topology file matches {' '.join(topology_patterns())}")
+    return files
 
 
 def pytest_addoption(parser):

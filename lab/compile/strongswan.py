@@ -127,6 +127,12 @@ def _ike_common(topology: Topology, host: Host) -> dict:
         # SPI, which the client did not know: the VIP was dark for 30 s. A newer IKE_SA from
         # the same client now replaces the older one.
         conn["unique"] = "replace"
+    else:
+        # A host rule and a subnet rule to one peer start two IKE_SAs at once, each with
+        # INITIAL_CONTACT; under the default (`no`) the responder then destroyed the other one
+        # ("destroying duplicate IKE_SA ... received INITIAL_CONTACT") and its CHILD_SAs died
+        # after DPD's retransmits (perpeer-port-and-all-ikev2, seen in the conformance suite).
+        conn["unique"] = "never"
     if topology.ike_lifetime_minutes:
         # IKEv1 has no IKE rekeying: the Main Mode lifetime is a reauthentication time.
         conn["reauth_time" if topology.ike_version == 1 else "rekey_time"] = f"{topology.ike_lifetime_minutes}m"

@@ -270,6 +270,9 @@ class Run:
             self.docker.destroy(logs)
             self.results["docker"] = self.docker.info
         netns.destroy([self.plan["switch_ns"]] + [h["ns"] for h in self.plan["hosts"]])
+        # Seen from this kernel, the only place they live (a UML guest's /run/netns is its own
+        # tmpfs): the hygiene checks on the host read this list, which must be empty.
+        self.results["namespaces_left"] = netns.existing(f"lab-{self.plan['run_id']}-")
         self._phase_done("teardown")
 
     def write(self) -> None:

@@ -61,6 +61,7 @@ class ScriptedVici:
         self._listeners: list[socket.socket] = []
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._closed = False
         if os.path.exists(path):
             os.unlink(path)
         self.server = socket.socket(socket.AF_UNIX)
@@ -89,7 +90,7 @@ class ScriptedVici:
         try:
             while True:
                 head = conn.recv(4, socket.MSG_WAITALL)
-                if len(head) < 4:
+                if len(head) < 4 or self._closed:  # a daemon gone away answers nothing more
                     return
                 data = conn.recv(struct.unpack("!I", head)[0], socket.MSG_WAITALL)
                 kind, n = data[0], data[1]
@@ -108,6 +109,9 @@ class ScriptedVici:
                 self._answer(conn, name, message)
         except OSError:
             return
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _answer(self, conn, name: str, message: dict):
         key = f"{name}:{next(iter(message), '')}" if name == "load-conn" else name
@@ -141,6 +145,7 @@ class ScriptedVici:
         return [m for c, m in self.requests if c == name]
 
     def close(self):
+        self._closed = True
         with contextlib.suppress(OSError):
             self.server.close()
         for c in self._conns:

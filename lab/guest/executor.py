@@ -19,9 +19,7 @@ import sys
 import threading
 import time
 
-from lab.guest import capture, charon, failover, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
-
-PROGRESS = "@@lab "
+from lab.guest import PROGRESS, capture, charon, failover, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 
 def progress(phase: str, message: str, **extra) -> None:
@@ -243,7 +241,7 @@ class Run:
         # `nokeys`: XFRM state carries the session keys, which must never reach a report.
         # One process for both listings (a process per host and listing added up to seconds
         # with 40 hosts); policies are the blocks whose selector has a prefix length.
-        out = subprocess.run(["ip", "-n", ns, "-s", "-batch", "-"], input="xfrm state list nokeys\nxfrm policy list\n",
+        out = subprocess.run(netns.ip(ns, "-s", "-batch", "-"), input="xfrm state list nokeys\nxfrm policy list\n",
                              capture_output=True, text=True).stdout
         state, policy = xfrm.split_listing(out)
         return {"state": state, "policy": policy, "stat": xfrm.stats(ns)}

@@ -6,6 +6,7 @@ tear everything down, and never write the key."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ def plan_for(name: str, outdir: Path, run_id: str = "t1") -> dict:
 def execute(plan: dict, tmp_path: Path, secrets: dict | None = None) -> tuple[int, dict]:
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     (tmp_path / "secrets.json").write_text(json.dumps({"psk": PSK, **(secrets or {})}))
-    code = executor.main([str(tmp_path / "plan.json"), str(tmp_path / "secrets.json"), str(tmp_path / "work")])
+    # A short work folder, as the guest's /tmp/lab: VICI socket paths hold a host name of up to
+    # 63 characters and must stay within AF_UNIX's 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="lab") as work:
+        code = executor.main([str(tmp_path / "plan.json"), str(tmp_path / "secrets.json"), work])
     assert not (tmp_path / "secrets.json").exists(), "the secrets file must be gone once read"
     return code, json.loads((Path(plan["outdir"]) / "results.json").read_text())
 
@@ -37,7 +41,8 @@ def fe_be(kernel, tmp_path, capsys):
     plan = plan_for("exchange-fe-be-http", tmp_path / "out")
     sa = child_sa("fe-be-http", "127.10.1.10", "127.10.2.20", "c60ab6f8", "cbc095cf",
                   ["127.10.1.10/32[tcp]"], ["127.10.2.20/32[tcp/http]"])
-    kernel.sas["lab-t1-fe"] = [{"rule-fe-be-http": {"uniqueid": "1", "state": "ESTABLISHED",
+    fe_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "fe")
+    kernel.sas[fe_ns] = [{"rule-fe-be-http": {"uniqueid": "1", "state": "ESTABLISHED",
                                                     "local-host": "127.10.1.10", "remote-host": "127.10.2.20",
                                                     "child-sas": {"fe-be-http-1": sa}}}]
     code, results = execute(plan, tmp_path)

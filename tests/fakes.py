@@ -101,8 +101,9 @@ class ScriptedVici:
                         with self._lock:
                             if conn not in self._listeners:
                                 self._listeners.append(conn)
-                                for label, msg in self.events:
-                                    self._event(conn, label, msg)
+                                # After the client's other registrations: vici drops events
+                                # that arrive while it waits for a confirmation.
+                                threading.Timer(0.3, self._replay, args=(conn,)).start()
                     continue
                 message = _plain(dict(Message.deserialize(FiniteStream(data[2 + n:]))))
                 self.requests.append((name, message))
@@ -133,6 +134,11 @@ class ScriptedVici:
         else:
             reply = {"success": "yes"}
         self._send(conn, bytes([Packet.CMD_RESPONSE]) + Message.serialize(_encode(reply)))
+
+    def _replay(self, conn):
+        with self._lock, contextlib.suppress(OSError):
+            for label, msg in self.events:
+                self._event(conn, label, msg)
 
     def emit(self, label: str, message: dict):
         """An event, now, to every registered listener."""
@@ -217,6 +223,7 @@ class Recorder:
     charons: dict[str, ScriptedVici] = field(default_factory=dict)  # socket path -> server
     sas: dict[str, list[dict]] = field(default_factory=dict)  # namespace -> list-sas script
     refuse: dict[str, str] = field(default_factory=dict)  # given to every charon (ScriptedVici.refuse)
+    events: dict[str, list] = field(default_factory=dict)  # namespace -> events its listeners get
 
     def answer(self, pattern: str, stdout: str = "", returncode: int = 0) -> None:
         self.answers.insert(0, (pattern, stdout, returncode))
@@ -248,6 +255,7 @@ class Recorder:
             server = ScriptedVici(sock)
             server.sas = self.sas.get(ns, [])
             server.refuse = dict(self.refuse)
+            server.events = list(self.events.get(ns, []))
             self.charons[ns] = server
             proc.on_exit = server.close
         return proc

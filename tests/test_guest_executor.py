@@ -96,10 +96,10 @@ def test_everything_is_brought_up_and_torn_down(fe_be):
 
 def test_a_refused_connection_is_an_error_and_still_tears_down(kernel, tmp_path):
     plan = plan_for("exchange-fe-be-http", tmp_path / "out")
-    kernel.refuse["load-conn:rule-fe-be-http"] = "invalid traffic selector"
+    kernel.refuse["load-conn:peer-be"] = "invalid traffic selector"
     code, results = execute(plan, tmp_path)
     assert code == 1
-    assert results["errors"] == ["RuntimeError: charon on fe refused connection 'rule-fe-be-http': "
+    assert results["errors"] == ["RuntimeError: charon on fe refused connection 'peer-be': "
                                  "Command failed: invalid traffic selector"]
     assert "teardown" in results["timings"] and results["namespaces_left"] == []
 
@@ -135,6 +135,9 @@ def test_a_failover_moves_the_vip_under_a_stream_of_requests(scenario, kernel, t
     fo["port"] = next(s["port"] for s in owner["listeners"] if s["service"] == fo["service"])
     fo["warmup"], fo["deadline"] = 0.3, 5.0  # loopback answers at once
     kernel.sas[owner["ns"]] = [{"vip": {"uniqueid": "7", "state": "ESTABLISHED"}}]
+    client = next(h for h in plan["hosts"] if h["name"] == fo["src"])  # its SA with the VIP is up
+    kernel.events[client["ns"]] = [("child-updown", {"up": "yes", "peer-vip": {
+        "remote-host": fo["vip"], "local-host": fo["src_address"], "child-sas": {"c-1": {"spi-in": "c0ffee01"}}}})]
     code, results = execute(plan, tmp_path)
     assert code == 0, results["errors"]
     done = results["failover"]
@@ -142,9 +145,11 @@ def test_a_failover_moves_the_vip_under_a_stream_of_requests(scenario, kernel, t
     if scenario == "planned-move":
         nft = kernel.commands("nft")[0]
         assert fo["vip"] in nft.input and fo["from"]["port"] in nft.input
-        assert kernel.charons[owner["ns"]].commands("terminate") == [{"ike-id": "7", "timeout": "500"}]
+        [terminate] = kernel.charons[owner["ns"]].commands("terminate")
+        assert terminate["ike-id"] == "7"
         assert any(c.argv[-5:] == ["addr", "del", fo["vip_cidr"], "dev", fo["from"]["ifname"]] for c in kernel.calls)
-        assert done["steps"][1] == f"{owner['name']}: deleted 1 IKE_SAs (peers told)"
+        assert any("policy" in c.argv and "block" in c.argv for c in kernel.calls)  # the service offline first
+        assert f"{owner['name']}: deleted 1 IKE_SAs (peers told)" in done["steps"]
     else:
         assert any(c.argv[-4:] == ["link", "set", fo["from"]["ifname"], "down"] for c in kernel.calls)
         assert "charon killed, link down (crash)" in done["steps"][0]

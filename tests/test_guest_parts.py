@@ -92,7 +92,7 @@ def test_lists_terminate_and_events(daemon):
     assert c.list_sas()[0] == {"x": {"uniqueid": "3", "state": "ESTABLISHED"}}
     assert c.list_policies() == [{"fe-be": {"mode": "TRAP"}}]
     assert server.commands("list-policies") == [{"trap": "yes", "pass": "yes", "drop": "yes"}]
-    assert c.terminate_all() == 2 and server.sas == []
+    assert c.terminate_all(500) == (2, 0) and server.sas == []
     deadline = time.monotonic() + 5
     while not server._listeners and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -104,7 +104,8 @@ def test_lists_terminate_and_events(daemon):
 
 # ---- the soft SA agent (Windows' fallback to clear) -------------------------------------------
 
-HINT = {"seconds": 0.2, "local_ts": ["10.0.0.1/32[tcp]"], "remote_suffix": "[tcp/80]", "priority": 2900}
+HINT = {"seconds": 0.2, "children": [{"rule": "http", "local_ts": ["10.0.0.1/32[tcp]"], "remote_suffix": "[tcp/80]",
+                                      "priority": 2900, "remote_prefixes": ["10.0.0.0/24"]}]}
 
 
 def _connecting(responder_spi: str = softsa.NO_ANSWER) -> list[dict]:
@@ -130,9 +131,9 @@ def test_silence_falls_back_to_clear_for_that_peer_only(daemon):
         agent.stop()
     entry = agent.installed[0]
     assert (entry["conn"], entry["peer"], entry["shunt"]) == ("rule-http", "10.0.0.2", "soft-1")
-    assert entry["after"] >= HINT["seconds"]
+    assert entry["after"] >= HINT["seconds"] and entry["remote_ts"] == ["10.0.0.2/32[tcp/80]"]
     [shunt] = server.commands("load-conn")
-    child = shunt["soft-1"]["children"]["soft"]
+    child = shunt["soft-1"]["children"]["soft-http"]
     assert child == {"mode": "pass", "local_ts": ["10.0.0.1/32[tcp]"], "remote_ts": ["10.0.0.2/32[tcp/80]"],
                      "start_action": "trap", "priority": "2900"}
     assert server.commands("terminate") == [{"ike-id": "9", "force": "yes", "timeout": "-1"}]

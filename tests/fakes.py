@@ -2,9 +2,11 @@
 
 - `ScriptedVici`: a VICI server on a Unix socket, speaking strongSwan's wire protocol (framed
   with the `vici` package's own encoder), answering from a script and recording every request.
-- `Recorder`: takes the place of `subprocess.run` / `subprocess.Popen`; records each command
-  line (and its stdin) and answers from rules. A `charon` it is asked to start becomes a
-  `ScriptedVici` on the socket named in the strongswan.conf it was given.
+- `Recorder`: takes the place of `subprocess.run` / `subprocess.Popen` and of
+  `lab.guest.netns.spawn_private_run` (a daemon started inside a namespace with a private /run,
+  which needs root and a real namespace); records each command line (its stdin, its namespace)
+  and answers from rules. A `charon` it is asked to start becomes a `ScriptedVici` on the
+  socket named in the strongswan.conf it was given.
 - `loopback_plan`: a real plan (lab.compile) with every 10.x address moved to 127.x and every
   listener on a free port, so the executor's real sockets run on this host's loopback.
 """
@@ -210,6 +212,8 @@ class Call:
     argv: list[str]
     input: str | None = None
     env: dict | None = None
+    ns: str | None = None  # spawn_private_run: the namespace it was started in (argv has none)
+    popen: dict | None = None  # spawn_private_run: the remaining Popen arguments
 
 
 @dataclass
@@ -244,6 +248,14 @@ class Recorder:
 
     def popen(self, argv, env=None, **kw):
         self.calls.append(Call(list(map(str, argv)), None, env))
+        return self._start(argv, env, argv[argv.index("exec") + 1] if "exec" in argv else "")
+
+    def spawn(self, ns, argv, env=None, **kw):
+        """netns.spawn_private_run(ns, argv, **popen): recorded with its namespace."""
+        self.calls.append(Call(list(map(str, argv)), None, env, ns=ns, popen=kw))
+        return self._start(argv, env, ns)
+
+    def _start(self, argv, env, ns):
         line = " ".join(map(str, argv))
         if "tcpdump" in line:  # ready at once, as tcpdump says on stderr
             return FakeProcess(argv, stderr_text=b"listening on br0, link-type EN10MB\n")
@@ -251,7 +263,6 @@ class Recorder:
         conf = (env or {}).get("STRONGSWAN_CONF")
         if conf:  # a charon: serve VICI where its configuration says
             sock = re.search(r"socket = unix://(\S+)", open(conf).read()).group(1)
-            ns = argv[argv.index("exec") + 1] if "exec" in argv else ""
             server = ScriptedVici(sock)
             server.sas = self.sas.get(ns, [])
             server.refuse = dict(self.refuse)

@@ -36,6 +36,10 @@ def execute(plan: dict, tmp_path: Path, secrets: dict | None = None) -> tuple[in
     return code, json.loads((Path(plan["outdir"]) / "results.json").read_text())
 
 
+XFRM_LISTING = ("src 127.10.1.10 dst 127.10.2.20\n\tproto esp spi 0xc60ab6f8 reqid 1 mode transport\n"
+                "src 127.10.1.10/32 dst 127.10.2.20/32 proto tcp dport 80\n\tdir out priority 2900 ptype main\n")
+
+
 @pytest.fixture
 def fe_be(kernel, tmp_path, capsys):
     plan = plan_for("exchange-fe-be-http", tmp_path / "out")
@@ -45,6 +49,7 @@ def fe_be(kernel, tmp_path, capsys):
     kernel.sas[fe_ns] = [{"rule-fe-be-http": {"uniqueid": "1", "state": "ESTABLISHED",
                                                     "local-host": "127.10.1.10", "remote-host": "127.10.2.20",
                                                     "child-sas": {"fe-be-http-1": sa}}}]
+    kernel.answer(r"^ip -n \S+ -s -batch -$", XFRM_LISTING)  # state and policies, one process
     code, results = execute(plan, tmp_path)
     kernel.output = capsys.readouterr().out
     return plan, code, results, kernel
@@ -73,11 +78,16 @@ def test_each_charon_gets_exactly_its_connections_and_the_key(fe_be):
 
 
 def test_what_the_daemons_said_is_collected_without_the_key(fe_be, tmp_path):
-    plan, _, results, _ = fe_be
+    plan, _, results, kernel = fe_be
     assert results["sas"]["fe"][0]["rule-fe-be-http"]["child-sas"]["fe-be-http-1"]["spi-in"] == "c60ab6f8"
     assert results["sas"]["be"] == [] and set(results["policies"]) == {"fe", "be"}
     assert set(results["xfrm"]) == {h["name"] for h in plan["hosts"]}
     assert results["xfrm"]["fw"] is None and "XfrmInError" in results["xfrm"]["fe"]["stat"]
+    state, policy = XFRM_LISTING.split("src 127.10.1.10/32")
+    assert results["xfrm"]["fe"]["state"] == state and results["xfrm"]["fe"]["policy"] == "src 127.10.1.10/32" + policy
+    fe_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "fe")
+    [listing] = [c for c in kernel.calls if c.argv[:3] == ["ip", "-n", fe_ns] and "-s" in c.argv]
+    assert listing.input == "xfrm state list nokeys\nxfrm policy list\n"  # never the session keys
     written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert PSK.encode() not in written
 

@@ -253,3 +253,56 @@ def test_inbound_passthrough_failure_is_an_error(kernel):
     kernel.answer(r"-batch", "", 1)
     with pytest.raises(RuntimeError, match="relaxing inbound policies in ns-be failed"):
         xfrm.relax_inbound("ns-be", [3100])
+
+
+def _trap_host(*remotes: str, start_action: str = "trap", mode: str = "transport") -> dict:
+    child = {"start_action": start_action, "mode": mode, "remote_ts": list(remotes)}
+    return {"charon": {"conns": {"peer-x": {"children": {"c": child}}}}}
+
+
+def test_trapped_packets_queue_only_where_every_trap_leads_to_one_peer():
+    assert netns.queue_while_negotiating(_trap_host("10.0.0.2/32[tcp/80]", "10.0.0.3"))
+    assert not netns.queue_while_negotiating(_trap_host("10.0.0.0/24[tcp]"))  # one queue, many peers
+    assert not netns.queue_while_negotiating(_trap_host())  # any address
+    assert netns.queue_while_negotiating({**_trap_host("10.0.0.2"), "charon": {"conns": {
+        **_trap_host("10.0.0.2")["charon"]["conns"],
+        "bypass": {"children": {"p": {"start_action": "trap", "mode": "pass", "remote_ts": ["0.0.0.0/0"]}}},
+        "resp": {"children": {"r": {"start_action": "none", "remote_ts": ["0.0.0.0/0"]}}}}}})
+    assert not netns.queue_while_negotiating({"charon": None})  # no IPsec: nothing trapped
+
+
+def test_netns_create_lets_packets_wait_for_ike_only_on_probe_runs(kernel):
+    host = {"name": "fe", "ns": "ns-fe", "forward": False, "routes": [], "interfaces": [],
+            **_trap_host("10.0.0.2/32[tcp/80]")}
+    plan = {"switch_ns": "sw", "networks": [], "hosts": [host]}
+
+    def larval():
+        return [c.argv[-1] for c in kernel.calls if c.argv[0] == "sysctl" and "xfrm_larval_drop" in c.argv[-1]]
+    netns.create({**plan, "probes": [{"id": "p1"}]})
+    assert larval() == ["net.core.xfrm_larval_drop=0"]
+    kernel.calls.clear()
+    netns.create(plan)  # a failover run: dropped requests are what it measures
+    assert larval() == []
+
+
+def test_spawn_private_run_raises_in_the_caller_when_there_is_no_namespace():
+    with pytest.raises(FileNotFoundError, match="/run/netns/lab-no-such-namespace"):
+        netns.spawn_private_run("lab-no-such-namespace", ["true"])
+
+
+LISTING = """src 10.10.1.10 dst 10.10.2.20
+\tproto esp spi 0xc60ab6f8 reqid 1 mode transport
+src 10.10.2.20 dst 10.10.1.10
+\tproto esp spi 0xcbc095cf reqid 1 mode transport
+src 10.10.1.10/32 dst 10.10.2.20/32 proto tcp dport 80
+\tdir out priority 2900 ptype main
+socket in priority 0 ptype main
+"""
+
+
+def test_one_xfrm_listing_is_split_into_states_and_policies():
+    state, policy = xfrm.split_listing(LISTING)
+    assert state.count("proto esp spi") == 2 and "dir out" not in state
+    assert policy.startswith("src 10.10.1.10/32 dst") and policy.endswith("socket in priority 0 ptype main\n")
+    assert xfrm.split_listing("src 10.0.0.1 dst 10.0.0.2\n") == ("src 10.0.0.1 dst 10.0.0.2\n", "")
+    assert xfrm.split_listing("") == ("", "")

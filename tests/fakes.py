@@ -309,7 +309,8 @@ def loopback_plan(plan: dict) -> dict:
         for svc in h["listeners"]:
             ports[(h["name"], svc["protocol"], svc["port"])] = svc["port"] = free.pop()
     for p in plan["probes"]:
-        p["port"] = ports.get((p["dst"], p["protocol"], p["port"]), p["port"])
+        owner = (p.get("cluster") or {}).get("holder") or p["dst"]  # a cluster's VIP: its holder answers
+        p["port"] = ports.get((owner, p["protocol"], p["port"]), p["port"])
     return plan
 
 

@@ -19,7 +19,7 @@ endif
 # Only for the report's screenshot test (a real headless browser): make browser (make unit runs it)
 TEST_PACKAGES := chromium
 
-.PHONY: setup packages lab lab-docker lab-docker-ci test unit conformance verify bench clean cleanup help images browser
+.PHONY: setup packages lab lab-docker lab-docker-ci test unit coverage conformance verify bench clean cleanup help images browser
 
 help:
 	@echo "make setup  install the Debian packages of lab/programs.txt, make .venv, check the UML kernel"
@@ -27,6 +27,7 @@ help:
 	@echo "make test   install what is missing, run unit tests and the conformance suite"
 	@echo "make lab-docker     the whole conformance suite with every host a container (tox -e lab-docker)"
 	@echo "make lab-docker-ci  CI's container subset: default design, one -real design, one failover"
+	@echo "make coverage  unit tests (no root) with the line coverage of lab/guest and lab/verdicts (>= 70%)"
 	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
 	@echo "make bench  time lab verify (guest boot, bring-up, probes, teardown) into bench/results/"
 	@echo "make cleanup  remove what a killed run left behind"
@@ -72,6 +73,10 @@ lab-docker-ci: setup images
 
 unit: setup browser
 	$(BIN)/python -m pytest tests -q
+
+# Lines of the guest runtime and the verdicts that the unit tests (no root) reach; 70% at least.
+coverage: setup browser
+	$(BIN)/python -m pytest tests -q --cov=lab.guest --cov=lab.verdicts --cov-report=term-missing --cov-fail-under=70
 
 conformance: setup
 	$(BIN)/tox -e lab

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from interrupt import interrupt_when
+from wirecheck import check_report
 
 from lab import cleanup, runner
 from lab.model.load import load_topology
@@ -40,6 +41,8 @@ def test_every_expectation_holds_with_containers(docker_run):
     assert {v.id for v in report.verdicts} == {e.id for e in topo.expectations}
     bad = [f"{v.id}: expected {v.expected}, observed {v.observed}: {v.reason}" for v in report.verdicts if not v.ok]
     assert not bad, bad
+    problems = check_report(report, REPORT)  # read again by tcpdump, not by the lab's classifier
+    assert not problems, "tcpdump disagrees with the lab:\n" + "\n".join(problems)
 
 
 def test_charon_runs_in_each_ipsec_container_with_its_vici_socket(docker_run):

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from lab.model.load import load_topology
 from lab.pki import LabPki, build_pki
 from lab.services.prepare import RunServers
 from lab.services.prepare import prepare as prepare_servers
-from lab.providers.base import RunFiles
+from lab.providers.base import ProgressFn, RunFiles
 from lab.verdicts import ike as ike_log
 from lab.verdicts.classify import child_sas, judge, unjudged
 from lab.verdicts.failover import FailoverResult, judge_failover
@@ -35,7 +34,6 @@ from lab.verdicts.firewall import FirewallJudge
 from lab.verdicts.model import RunReport
 from lab.verdicts.wire import read_capture
 
-ProgressFn = Callable[[dict], None]
 
 
 def _quiet(_event: dict) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 
 from lab import images
 from lab.cli import parser
-from lab.guest import containers
+from lab.guest import charon, containers
 
 
 def test_the_tag_derives_from_the_content():
@@ -22,10 +25,42 @@ def test_the_tag_derives_from_the_content():
     assert images.image_id(packages=tuple(reversed(images.PACKAGES))) == images.image_id()
 
 
-def test_the_image_carries_what_charon_and_testinfra_need():
-    for package in ("strongswan-charon", "strongswan-swanctl", "libstrongswan-standard-plugins",
-                    "libcharon-extra-plugins", "iproute2", "procps", "netbase"):
-        assert package in images.PACKAGES
+def _owner(path: str) -> str | None:
+    """The Debian package that ships `path` on this machine (usrmerge: try /bin too)."""
+    for p in dict.fromkeys((path, path.replace("/usr/", "/", 1))):
+        res = subprocess.run(["dpkg-query", "-S", p], capture_output=True, text=True)
+        if res.returncode == 0:
+            return res.stdout.split(":")[0]
+    return None
+
+
+def _with_dependencies(packages) -> set[str]:
+    """`packages` and everything they depend on, as installed here (the image gets the same)."""
+    seen, todo = set(), list(packages)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Depends}, ${Pre-Depends}", name],
+                             capture_output=True, text=True)
+        for dep in res.stdout.replace("|", ",").split(","):
+            dep = dep.split("(")[0].split(":")[0].strip()
+            if dep:
+                todo.append(dep)
+    return seen
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs Debian's package database")
+def test_the_image_carries_what_the_containers_run():
+    """Every file a container uses (charon, each plugin the lab loads, ps and ip for the host
+    checks, the protocol and service names) comes from a package the image installs."""
+    needed = [charon.CHARON, "/etc/protocols", "/etc/services",
+              *(f"/usr/lib/ipsec/plugins/libstrongswan-{p}.so" for p in charon.PLUGINS.split())]
+    needed += [os.path.realpath(shutil.which(tool) or tool) for tool in ("ps", "ip")]
+    shipped = _with_dependencies(images.PACKAGES)
+    missing = {path: _owner(path) for path in needed if _owner(path) not in shipped}
+    assert not missing, f"not in the image (file: package): {missing}"
 
 
 def test_the_dockerfile_installs_the_same_packages():

@@ -24,9 +24,9 @@ SHELL_WORDS = {"for", "do", "done", "if", "then", "else", "fi", "export", "cd", 
                "read", "exec", "break", "rc=$?", "sock=unix://{d}/docker.sock", "while", "trap"}
 
 # Where Python code starts a program: subprocess.run/Popen([...]), "argv": [...], argv = [...],
-# and the program after `ip netns exec NS` or `sh -c "..."`.
+# and the program after `ip netns exec NS` (or lab.guest.netns.run_in(NS, ...)) or `sh -c "..."`.
 CALLS = re.compile(r'(?:(?:subprocess\.(?:run|Popen|check_output|call)|\b_run)\(\s*|"argv":\s*|\bargv\s*=\s*)\[\s*"([^"]+)"')
-IN_NETNS = re.compile(r'"exec",\s*[\w\[\]"\'.]+,\s*"([^"]+)"')
+IN_NETNS = re.compile(r'(?:"exec",|\brun_in\()\s*[\w\[\]"\'.]+,\s*"([^"]+)"')
 
 
 def started_by_python() -> set[str]:

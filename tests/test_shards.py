@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "conformance"))
+CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
+sys.path.insert(0, str(CONFORMANCE))
 
-from conftest import in_shard, parse_shard  # noqa: E402
+
+def _load(name: str, path: Path):
+    # By path: tests/ has a conftest.py of its own, which `import conftest` would find first.
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conformance = _load("conformance_conftest", CONFORMANCE / "conftest.py")
+in_shard, parse_shard = _conformance.in_shard, _conformance.parse_shard
 from merge import merge  # noqa: E402
 
 GROUPS = ["ah-vs-esp", "b", "c", "d", "e", "test_cli", "test_docker"]

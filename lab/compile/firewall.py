@@ -24,17 +24,13 @@ from __future__ import annotations
 import ipaddress
 
 from lab.compile.fwmatch import matches  # noqa: F401  (re-exported: the host's judge uses it)
+from lab.model.services import PROTOCOL_NUMBERS
 from lab.model.topology import FirewallRule, Host, Topology
 
 NAT_PREF = 10
 LOCAL_PREF = 100
 RULE_PREF = 1000
 DEFAULT_PREF = 60000
-PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "esp": 50, "ah": 51}
-
-
-def _dev(host: Host, network: str) -> str:
-    return f"eth{[i.network for i in host.interfaces].index(network)}"
 
 
 def _proto_number(protocol: str | None) -> int | None:
@@ -100,7 +96,7 @@ def nat_filters(topology: Topology, host: Host) -> list[dict]:
     nat = topology.nat
     if nat is None or nat.on != host.name:
         return []
-    dev = _dev(host, nat.outside)
+    dev = host.ifname(nat.outside)
     out = []
     for i, (name, mapped) in enumerate(nat.mapped):
         inside = topology.host(name).address_on(nat.inside)
@@ -119,7 +115,7 @@ def filter_rules(topology: Topology, host: Host) -> list[dict]:
         return []
     out = []
     for iface in host.interfaces:
-        dev = _dev(host, iface.network)
+        dev = host.ifname(iface.network)
         local = [str(topology.network(iface.network).subnet)]
         local += [f"{i.address}/32" for i in host.interfaces if i.network != iface.network]
         local += ["224.0.0.0/4", "255.255.255.255/32"]
@@ -153,7 +149,7 @@ def firewall_plan(topology: Topology, host: Host) -> dict | None:
     addresses = []
     if topology.nat and topology.nat.on == host.name:
         prefix = topology.network(topology.nat.outside).subnet.prefixlen
-        addresses = [{"address": f"{a}/32", "ifname": _dev(host, topology.nat.outside),
+        addresses = [{"address": f"{a}/32", "ifname": host.ifname(topology.nat.outside),
                       "host": name, "network_prefix": prefix} for name, a in topology.nat.mapped]
     return {"host": host.name, "devices": devs, "commands": commands, "filters": filters,
             "addresses": addresses, "default": host.firewall.default if host.firewall else None}

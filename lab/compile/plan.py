@@ -125,7 +125,7 @@ def tamper_plan(topology: Topology, exp: Expectation, run_ns: dict[str, str]) ->
     src, dst = topology.host(exp.source), receiver(topology, exp.destination)
     router = topology.host(src.gateway)
     out_net = next(i.network for i in dst.interfaces if router.address_on(i.network))
-    dev = f"eth{[i.network for i in router.interfaces].index(out_net)}"
+    dev = router.ifname(out_net)
     return {"router": router.name, "router_ns": run_ns[router.name], "dev": dev, "receiver_ns": run_ns[dst.name]}
 
 
@@ -190,8 +190,8 @@ def vip_addresses(topology: Topology, host: Host) -> list[dict]:
     out = []
     for c in topology.clusters:
         if c.owner == host.name:
-            idx = [i.network for i in host.interfaces].index(c.network)
-            out.append({"address": f"{c.vip}/{topology.network(c.network).subnet.prefixlen}", "ifname": f"eth{idx}"})
+            out.append({"address": f"{c.vip}/{topology.network(c.network).subnet.prefixlen}",
+                        "ifname": host.ifname(c.network)})
     return out
 
 
@@ -204,10 +204,10 @@ def failover_plan(topology: Topology, name: str, run_ns: dict[str, str]) -> dict
 
     def node(name):
         h = topology.host(name)
-        idx = [i.network for i in h.interfaces].index(c.network)
         hi = [x.name for x in topology.hosts].index(name)
         # `port` is the node's end on the network's bridge, in the switch namespace.
-        return {"host": name, "ns": run_ns[name], "ifname": f"eth{idx}", "port": f"h{hi}i{idx}"}
+        return {"host": name, "ns": run_ns[name], "ifname": h.ifname(c.network),
+                "port": f"h{hi}i{h.interface_index(c.network)}"}
     prefix = topology.network(c.network).subnet.prefixlen
     return {
         "name": f.name, "mode": f.mode, "src": src.name, "src_ns": run_ns[src.name],
@@ -247,7 +247,7 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
             "forward": h.forwards,
             "interfaces": [
                 {
-                    "ifname": f"eth{ii}",
+                    "ifname": h.ifname(i.network),
                     "peer": f"h{hi}i{ii}",  # the switch-side end of the veth
                     "bridge": bridge_of[i.network],
                     "network": i.network,

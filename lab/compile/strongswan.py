@@ -33,6 +33,7 @@ import socket
 from lab.compile.exemptions import exemption_children
 from lab.compile.proposals import (DEFAULT_AH, DEFAULT_ESP, WINDOWS_RESPONSE_AH, WINDOWS_RESPONSE_ESP,
                                    child_lifetimes, child_proposals, ike_proposals, method_proposals)
+from lab.model.services import PROTOCOL_NUMBERS
 from lab.model.topology import Action, Endpoint, Filter, Host, Policy, Rule, Topology
 
 def certificate_id(host: str) -> str:
@@ -473,7 +474,7 @@ def covers(ts: str, address: str, protocol: str, port: int) -> bool:
     if not rest:
         return True
     proto, _, p = rest.rstrip("]").partition("/")
-    if proto not in (protocol, str({"tcp": 6, "udp": 17}.get(protocol))):
+    if proto not in (protocol, str(PROTOCOL_NUMBERS.get(protocol))):
         return False
     if not p or p in ("%any", "0"):
         return True

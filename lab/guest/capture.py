@@ -13,6 +13,8 @@ import signal
 import subprocess
 import time
 
+from lab.guest.netns import run_in
+
 SNAPLEN = 512  # enough for headers and the start of a payload, where the markers are
 
 
@@ -21,8 +23,8 @@ class Capture:
         self.network = network["name"]
         self.bridge = network["bridge"]
         self.path = os.path.join(outdir, f"{self.network}.pcap")
-        argv = ["ip", "netns", "exec", switch_ns, "tcpdump", "-i", self.bridge, "-n", "-U",
-                "--immediate-mode", "-s", str(SNAPLEN), "-Z", "root", "-w", self.path]
+        argv = run_in(switch_ns, "tcpdump", "-i", self.bridge, "-n", "-U", "--immediate-mode",
+                      "-s", str(SNAPLEN), "-Z", "root", "-w", self.path)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
 

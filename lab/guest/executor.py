@@ -19,9 +19,7 @@ import sys
 import threading
 import time
 
-from lab.guest import capture, charon, failover, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
-
-PROGRESS = "@@lab "
+from lab.guest import PROGRESS, capture, charon, failover, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 
 def progress(phase: str, message: str, **extra) -> None:
@@ -243,7 +241,7 @@ class Run:
         # `nokeys`: XFRM state carries the session keys, which must never reach a report.
         # One process for both listings (a process per host and listing added up to seconds
         # with 40 hosts); policies are the blocks whose selector has a prefix length.
-        out = subprocess.run(["ip", "-n", ns, "-s", "-batch", "-"], input="xfrm state list nokeys\nxfrm policy list\n",
+        out = subprocess.run(netns.ip(ns, "-s", "-batch", "-"), input="xfrm state list nokeys\nxfrm policy list\n",
                              capture_output=True, text=True).stdout
         state, policy = xfrm.split_listing(out)
         return {"state": state, "policy": policy, "stat": xfrm.stats(ns)}
@@ -270,6 +268,9 @@ class Run:
             self.docker.destroy(logs)
             self.results["docker"] = self.docker.info
         netns.destroy([self.plan["switch_ns"]] + [h["ns"] for h in self.plan["hosts"]])
+        # Seen from this kernel, the only place they live (a UML guest's /run/netns is its own
+        # tmpfs): the hygiene checks on the host read this list, which must be empty.
+        self.results["namespaces_left"] = netns.existing(f"lab-{self.plan['run_id']}-")
         self._phase_done("teardown")
 
     def write(self) -> None:

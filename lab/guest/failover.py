@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 
-from lab.guest.netns import inside
+from lab.guest.netns import inside, ip, run_in
 from lab.guest.traffic import REPLY
 
 REQUEST_TIMEOUT = 1.0
@@ -113,7 +113,7 @@ class RequestStream:
 
 
 def _ip(ns: str, *args: str) -> None:
-    res = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True)
+    res = subprocess.run(ip(ns, *args), capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"ip -n {ns} {' '.join(args)}: {res.stderr.strip()}")
 
@@ -121,8 +121,8 @@ def _ip(ns: str, *args: str) -> None:
 def _take_vip(node: dict, vip_cidr: str, vip: str) -> None:
     _ip(node["ns"], "addr", "add", vip_cidr, "dev", node["ifname"])
     # Gratuitous ARP, as the cluster service sends: neighbours repoint the VIP to this node.
-    subprocess.run(["ip", "netns", "exec", node["ns"], "arping", "-q", "-U", "-c", "2", "-w", "1",
-                    "-I", node["ifname"], vip], capture_output=True)
+    subprocess.run(run_in(node["ns"], "arping", "-q", "-U", "-c", "2", "-w", "1", "-I", node["ifname"], vip),
+                   capture_output=True)
 
 
 # IKE header byte 18 is the exchange type: 34 IKE_SA_INIT, 2 Main Mode, 4 Aggressive Mode.
@@ -139,7 +139,7 @@ NO_NEW_IKE = """table bridge lab_failover {{
 
 def _refuse_new_ike(switch_ns: str, node: dict, vip: str) -> None:
     """The VIP resource goes offline on this node: no new IKE SA may start here any more."""
-    res = subprocess.run(["ip", "netns", "exec", switch_ns, "nft", "-f", "-"],
+    res = subprocess.run(run_in(switch_ns, "nft", "-f", "-"),
                          input=NO_NEW_IKE.format(vip=vip, port=node["port"]), capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"nft on {node['host']}: {res.stderr.strip()}")

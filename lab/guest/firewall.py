@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 
+from lab.guest.netns import run_in
+
 
 def _tc_batch(ns: str, lines: list[str], *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "tc", *options, "-batch", "-"],
+    return subprocess.run(run_in(ns, "tc", *options, "-batch", "-"),
                           input="\n".join(lines) + "\n", capture_output=True, text=True)
 
 

@@ -76,6 +76,16 @@ def spawn_private_run(ns: str, argv: list[str], **popen: object) -> subprocess.P
     return box["proc"]
 
 
+def ip(ns: str, *args: str) -> list[str]:
+    """`ip -n NS ARGS...`: iproute2 acting on namespace `ns`."""
+    return ["ip", "-n", ns, *args]
+
+
+def run_in(ns: str, *argv: str) -> list[str]:
+    """ARGV run as a process inside namespace `ns` (`ip netns exec`)."""
+    return ["ip", "netns", "exec", ns, *argv]
+
+
 def write_sysctl(ns: str, key: str, value: str) -> None:
     """/proc/sys/net is resolved per opening thread, so this writes the namespace's copy."""
     with inside(ns):
@@ -86,7 +96,7 @@ def write_sysctl(ns: str, key: str, value: str) -> None:
 def ip_batch(commands: list[str], ns: str | None = None) -> None:
     if not commands:
         return
-    argv = ["ip"] + (["-n", ns] if ns else []) + ["-batch", "-"]
+    argv = ip(ns, "-batch", "-") if ns else ["ip", "-batch", "-"]
     res = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True)
     if res.returncode != 0:
         where = f" in {ns}" if ns else ""
@@ -163,7 +173,7 @@ def create(plan: dict, attach: dict[str, int] | None = None) -> None:
     # One process per host namespace, all at once.
     procs = []
     for h in plan["hosts"]:
-        p = subprocess.Popen(["ip", "-n", h["ns"], "-batch", "-"], stdin=subprocess.PIPE,
+        p = subprocess.Popen(ip(h["ns"], "-batch", "-"), stdin=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         procs.append((h["name"], p, "\n".join(_host_commands(h)) + "\n"))
     for name, p, text in procs:

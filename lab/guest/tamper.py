@@ -11,13 +11,14 @@ from __future__ import annotations
 import subprocess
 
 from lab.guest import xfrm
+from lab.guest.netns import run_in
 from lab.guest.traffic import run_probe
 
 OFFSETS = {50: 40, 51: 56}  # bytes from the IP header: ESP ciphertext / the TCP header under AH
 
 
 def _tc(ns: str, *args: str) -> None:
-    res = subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True)
+    res = subprocess.run(run_in(ns, "tc", *args), capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"tc {' '.join(args)} in {ns}: {res.stderr.strip()}")
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 import subprocess
 
-from lab.guest.netns import inside
+from lab.guest.netns import inside, ip
 
 
 def inbound_policies(ns: str) -> list[dict]:
     """`ip xfrm policy list dir in`, one dict per policy: selector line, priority, templates."""
-    text = subprocess.run(["ip", "-n", ns, "xfrm", "policy", "list", "dir", "in"],
+    text = subprocess.run(ip(ns, "xfrm", "policy", "list", "dir", "in"),
                           capture_output=True, text=True).stdout
     policies, cur = [], None
     for line in text.splitlines():
@@ -50,7 +50,7 @@ def relax_inbound(ns: str, priorities: list[int]) -> list[str]:
             commands.append(f"xfrm policy update {_selector(p['selector'])} dir in priority {p['priority']} {tmpls}")
             changed.append(p["selector"])
     if commands:
-        res = subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n",
+        res = subprocess.run(ip(ns, "-batch", "-"), input="\n".join(commands) + "\n",
                              capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"relaxing inbound policies in {ns} failed: {res.stderr.strip()}")

@@ -7,10 +7,11 @@ first that matches a packet decides. Filters are mirrored, so a rule written fro
 
 from __future__ import annotations
 
+from lab.model.services import PROTOCOL_NUMBERS
 from lab.model.topology import Filter, Host, Policy, Rule
 
 KERBEROS = (("udp", 88), ("tcp", 88))
-_PROTOCOL_NUMBERS = {"1": "icmp", "6": "tcp", "17": "udp"}
+_PROTOCOL_NAMES = {str(number): name for name, number in PROTOCOL_NUMBERS.items()}  # "6" -> "tcp"
 
 
 def kerberos_inside_ipsec(host: Host, policy: Policy | None,
@@ -47,7 +48,7 @@ def _matches(f: Filter, peer: Host, protocol: str, port: int) -> bool:
         theirs, their_port, my_port = f.source, f.source_port, f.destination_port
     else:
         return False
-    if f.protocol is not None and _PROTOCOL_NUMBERS.get(f.protocol, f.protocol) != protocol:
+    if f.protocol is not None and _PROTOCOL_NAMES.get(f.protocol, f.protocol) != protocol:
         return False
     if their_port not in (None, port) or my_port is not None:
         return False

@@ -6,6 +6,9 @@ import re
 
 from lab.model.topology import Service
 
+# IP protocol numbers of the protocols the lab names: the one table (filters, captures, selectors).
+PROTOCOL_NUMBERS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17, "esp": 50, "ah": 51}
+
 CATALOGUE: dict[str, tuple[str, int]] = {
     "http": ("tcp", 80),
     "https": ("tcp", 443),

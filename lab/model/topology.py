@@ -265,6 +265,13 @@ class Host:
         """A host on two or more networks routes between them."""
         return len(self.interfaces) > 1
 
+    def interface_index(self, network: str) -> int:
+        return [i.network for i in self.interfaces].index(network)
+
+    def ifname(self, network: str) -> str:
+        """Its interface on `network` in the lab: eth0, eth1, ... in the order declared."""
+        return f"eth{self.interface_index(network)}"
+
     def address_on(self, network: str) -> IPv4Address | None:
         for i in self.interfaces:
             if i.network == network:

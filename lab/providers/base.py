@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-PROGRESS = "@@lab "
+from lab.guest import PROGRESS
 
 ProgressFn = Callable[[dict], None]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from lab.compile.strongswan import covers
+from lab.model.services import PROTOCOL_NUMBERS
 from lab.verdicts import realclient
 from lab.verdicts.model import ChildSa, Evidence, SaRef, SegmentCount, Verdict
 from lab.verdicts.wire import Packet, has_readable
@@ -109,7 +110,7 @@ def flow_packets(packets: list[Packet], probe: dict, sas: list[ChildSa]) -> list
     """The flow's own packets, and the ESP packets of the SAs covering it: each SA's SPIs,
     between the two hosts or between that SA's own endpoints (a tunnel gateway's leg, or a
     peer seen through NAT), while the probe ran."""
-    proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[probe["protocol"]]
+    proto_num = PROTOCOL_NUMBERS[probe["protocol"]]
     pairs = [{probe["src_address"], probe["dst_address"]}]
     pairs += [{sa.local, sa.peer} for sa in sas if sa.local]
     nat = probe.get("nat_aliases") or {}  # an SA's endpoints as seen beyond the NAT (B8)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 
 from lab.compile.firewall import matches
+from lab.model.services import PROTOCOL_NUMBERS
 from lab.verdicts.wire import Packet
 
 SLACK = 0.5
@@ -83,7 +84,7 @@ class FirewallJudge:
     def passed(self, probe: dict) -> str | None:
         """For a delivered flow: the allow filters that match its packets, with their counters
         (behind a tunnel they count the decrypted packets, which no capture shows)."""
-        proto = {"tcp": 6, "udp": 17, "icmp": 1}[probe["protocol"]]
+        proto = PROTOCOL_NUMBERS[probe["protocol"]]
         notes = []
         for fw in self.firewalls:
             for f in fw["firewall"]["filters"]:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import re
 
+from lab.model.services import PROTOCOL_NUMBERS
+
 SLACK = 0.5
 
 
 def client_port(probe: dict, packets) -> int:
     if probe.get("sport"):
         return probe["sport"]
-    proto = {"tcp": 6, "udp": 17}.get(probe["protocol"])
+    proto = PROTOCOL_NUMBERS.get(probe["protocol"])
     start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
     for p in sorted(packets, key=lambda p: p.time):
         if p.kind in ("clear", "ah") and p.protocol == proto and start <= p.time <= end \

@@ -1,0 +1,139 @@
+"""An independent reading of the captures: tcpdump filter expressions, not the lab's classifier.
+
+The lab judges each flow with its own parser (lab/verdicts/wire.py, scapy). This module counts
+the same flow's packets again with `tcpdump -r CAPTURE EXPR` on the host, so a bug in that
+parser cannot grade itself. What must agree, per verdict:
+- esp: ESP (IP 50, or ESP in UDP 4500) crossed between the two hosts or the SA's endpoints,
+  and none of the flow's own packets carrying application data crossed unprotected;
+- ah / ah+esp: AH (IP 51) crossed between them (with ESP inside, for ah+esp), and none of
+  the flow's own packets carrying data crossed unprotected;
+- clear: the flow's own TCP/UDP/ICMP packets (its addresses, protocol and ports) crossed.
+Payload-less packets (a TCP handshake accepted in clear before IPsec took over, B3) are allowed
+under esp and ah, as the semantics say.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+FLOW = re.compile(r"^(?P<proto>tcp|udp|icmp) (?P<src>[\d.]+):(?P<sport>\w+) -> (?P<dst>[\d.]+):(?P<dport>\w+)$")
+IHL = "((ip[0]&0xf)<<2)"  # the IP header's length: AH and ESP headers start there
+# Application bytes in a packet, per transport, as BPF arithmetic.
+DATA = {
+    "tcp": f"(ip[2:2] - {IHL} - ((tcp[12]&0xf0)>>2)) > 0",
+    "udp": "udp[4:2] > 8",
+    "icmp": f"(ip[2:2] - {IHL}) > 8",
+}
+ESP = "(ip proto 50 or (udp port 4500 and udp[8:4] != 0))"  # ESP, or ESP in UDP (not IKE's marker)
+
+
+@dataclass(frozen=True)
+class Flow:
+    proto: str
+    src: str
+    sport: int | None  # None: unknown (a real client's port the lab could not read)
+    dst: str
+    dport: int | None  # for ICMP, the echo id is in sport
+
+
+def parse_flow(text: str) -> Flow:
+    m = FLOW.match(text)
+    if not m:
+        raise ValueError(f"cannot read flow {text!r}")
+    port = (lambda s: int(s) if s.isdigit() and int(s) else None)
+    return Flow(m["proto"], m["src"], port(m["sport"]), m["dst"], port(m["dport"]))
+
+
+def pair(a: str, b: str) -> str:
+    return f"(host {a} and host {b})"
+
+
+def flow_filter(flow: Flow) -> str:
+    """The flow's own unprotected packets, both directions."""
+    if flow.proto == "icmp":
+        echo = "(icmp[icmptype] = icmp-echo or icmp[icmptype] = icmp-echoreply)"
+        ident = f" and icmp[4:2] = {flow.sport}" if flow.sport is not None else ""
+        return f"icmp and {pair(flow.src, flow.dst)} and {echo}{ident}"
+    ports = " and ".join(f"{flow.proto} port {p}" for p in (flow.sport, flow.dport) if p is not None)
+    return f"{flow.proto} and {pair(flow.src, flow.dst)}" + (f" and {ports}" if ports else "")
+
+
+def esp_filter(pairs: set[tuple[str, str]], spis: set[str]) -> str:
+    expr = f"{ESP} and ({' or '.join(pair(a, b) for a, b in sorted(pairs))})"
+    if spis:  # the SA's own SPIs, where they sit in ESP and in ESP-in-UDP
+        expr += " and (" + " or ".join(f"ip[{IHL}:4] = 0x{s} or udp[8:4] = 0x{s}" for s in sorted(spis)) + ")"
+    return expr
+
+
+def ah_filter(pairs: set[tuple[str, str]], spis: set[str], inner_esp: bool = False) -> str:
+    expr = f"ip proto 51 and ({' or '.join(pair(a, b) for a, b in sorted(pairs))})"
+    if spis:
+        expr += " and (" + " or ".join(f"ip[{IHL}+4:4] = 0x{s}" for s in sorted(spis)) + ")"
+    return expr + (f" and ip[{IHL}] = 50" if inner_esp else "")
+
+
+def count(captures: list[Path], expr: str) -> int:
+    """Packets matching `expr` across every capture, as tcpdump counts them."""
+    total = 0
+    for pcap in captures:
+        if pcap.stat().st_size == 0:
+            continue
+        out = subprocess.run([tcpdump(), "-r", str(pcap), "-n", expr], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"tcpdump -r {pcap} {expr!r}: {out.stderr.strip()}")
+        total += sum(1 for line in out.stdout.splitlines() if line.strip())
+    return total
+
+
+def tcpdump() -> str:
+    return shutil.which("tcpdump") or "/usr/bin/tcpdump"
+
+
+def disagreement(observed: str, flow: Flow, pairs: set[tuple[str, str]], spis: set[str],
+                 captures: list[Path]) -> str | None:
+    """None when tcpdump's counts agree with `observed`; else one line saying what it saw.
+    `pairs`: the IPsec endpoints besides the two hosts; `spis`: the SA's, as list-sas showed."""
+    kind = observed.split(",")[0].strip()
+    own = flow_filter(flow)
+    if kind == "clear":
+        n = count(captures, own)
+        return None if n else f"clear, yet tcpdump saw none of the flow's packets ({own})"
+    if kind not in ("esp", "ah", "ah+esp"):
+        return None
+    pairs = pairs | {(flow.src, flow.dst)}
+    leaked = count(captures, f"({own}) and {DATA[flow.proto]}")
+    if kind == "esp":
+        expr = esp_filter(pairs, spis)
+    else:
+        expr = ah_filter(pairs, spis, inner_esp=kind == "ah+esp")
+    protected = count(captures, expr)
+    problems = []
+    if not protected:
+        problems.append(f"no packet matches {expr!r}")
+    if leaked:
+        problems.append(f"{leaked} of the flow's packets carried data in clear")
+    return f"{kind}, yet tcpdump: " + "; ".join(problems) if problems else None
+
+
+def check_report(report, folder: Path) -> list[str]:
+    """Every esp / ah / clear verdict of a RunReport, checked against its report folder's
+    captures. Returns one line per disagreement."""
+    captures = sorted((folder / "captures").glob("*.pcap"))
+    if not captures:
+        return [f"no capture in {folder / 'captures'}"]
+    out = []
+    for v in report.verdicts:
+        if v.observed.split(",")[0].strip() not in ("esp", "ah", "ah+esp", "clear"):
+            continue
+        sa = v.evidence.sa
+        hosts = {v.source, v.destination, sa.host if sa else None}
+        pairs = {(r.local, r.peer) for r in report.sas if r.host in hosts and r.local and r.peer}
+        spis = {s for s in (sa.spi_in, sa.spi_out) if s} if sa else set()
+        why = disagreement(v.observed, parse_flow(v.evidence.flow), pairs, spis, captures)
+        if why:
+            out.append(f"{v.id}: the lab says {why}")
+    return out

@@ -1,0 +1,53 @@
+"""Fixtures shared by the tests of the guest runtime (see tests/fakes.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+
+import pytest
+
+from fakes import Call, Recorder
+
+
+def replace_everywhere(monkeypatch, name: str, fake) -> None:
+    """Replace lab.guest.netns.NAME in netns and in each guest module that imported it by name."""
+    import importlib
+    import pkgutil
+
+    import lab.guest
+    from lab.guest import netns
+
+    real = getattr(netns, name)
+    for info in pkgutil.iter_modules(lab.guest.__path__):
+        module = importlib.import_module(f"lab.guest.{info.name}")
+        if getattr(module, name, None) is real:
+            monkeypatch.setattr(module, name, fake)
+
+
+@pytest.fixture
+def one_namespace(monkeypatch):
+    """Every lab namespace is the test's own: sockets and processes land on this host's loopback."""
+
+    @contextmanager
+    def here(ns):
+        yield
+
+    replace_everywhere(monkeypatch, "inside", here)  # each module that enters a namespace
+
+
+@pytest.fixture
+def kernel(monkeypatch, tmp_path, one_namespace):
+    """This host in place of the lab kernel: commands recorded instead of run, every namespace
+    is the test's own (sockets land on loopback), each charon a scripted VICI server (also when
+    started through netns.spawn_private_run, which needs root and a real namespace)."""
+    from lab.guest import netns
+
+    rec = Recorder(str(tmp_path))
+    monkeypatch.setattr(subprocess, "run", rec.run)
+    monkeypatch.setattr(subprocess, "Popen", rec.popen)
+    replace_everywhere(monkeypatch, "spawn_private_run", rec.spawn)
+    monkeypatch.setattr(netns, "write_sysctl", lambda ns, key, value: rec.calls.append(
+        Call(["sysctl", "-n", ns, f"{key}={value}"])))
+    yield rec
+    rec.close()

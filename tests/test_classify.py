@@ -272,3 +272,18 @@ def test_a_delivered_flow_says_when_ike_retried():
     ev = Evidence(**fields)
     text = reason("esp", ev, 10)
     assert "IKE between the two retried (fe: giving up after 4 retransmits)" in text
+
+
+def test_the_evidence_sa_is_the_one_that_carried_the_flow(capture):
+    """Both peers initiated: an idle twin SA covers the flow too and is listed first; the
+    evidence names the SA whose SPIs the flow's packets carried."""
+    idle = {"idle-1": {**SAS["fe"][0]["peer-be"]["child-sas"]["fe-be-http-2"], "name": "idle",
+                       "spi-in": "c1111111", "spi-out": "c2222222", "bytes-in": "0", "bytes-out": "0"}}
+    both = {"fe": [{"peer-be": {"remote-host": BE, "child-sas": {**idle, **SAS["fe"][0]["peer-be"]["child-sas"]}}}]}
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 1.0),
+        frame(IP(src=BE, dst=FE) / ESP(spi=0xCA17170D, seq=1) / Raw(b"y" * 60), T0 + 1.0),
+    ])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(both), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "esp" and v.evidence.sa.child == "fe-be-http"

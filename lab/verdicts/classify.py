@@ -224,8 +224,11 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
     if probe.get("client"):  # a real client may not know its port: read it from the wire
         probe["sport"] = realclient.client_port(probe, packets)
     covering = covering_sas(rows, probe)
-    row = covering[0] if covering else None
     mine = flow_packets(packets, probe, covering)
+    # The SA named as evidence is one that carried this flow: when both peers initiated, an
+    # idle twin covers the flow too (seen: a ping each way between two hosts).
+    seen = {p.spi for p in mine if p.spi}
+    row = next((r for r in covering if {r.spi_in, r.spi_out} & seen), covering[0] if covering else None)
     delivered = bool(outcome["delivered"])
     t_done = outcome["t_reply"] or outcome["t_end"]
     ev = Evidence(

@@ -83,22 +83,30 @@ _STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) ")
 _CHILD_UP = re.compile(r"CHILD_SA \S+ established with SPIs")
 
 
-def established_by_peer(log: str) -> dict[str, list[float]]:
-    """Seconds of the day (the log's local time, to the millisecond) at which a CHILD_SA came up
-    in this log, by peer. Read from the log line charon writes as it installs the SA: the VICI
-    event reaches the executor later, behind the probes' threads."""
+def _ike_sa_lines(log: str):
+    """(line, IKE_SA id, message, peer of each IKE_SA id seen so far) for every tagged line."""
     peer_of: dict[str, str] = {}
-    out: dict[str, list[float]] = {}
     for line in log.splitlines():
-        m, stamp = _TAG.search(line), _STAMP.match(line)
-        if not m or not stamp:
+        m = _TAG.search(line)
+        if not m:
             continue
         tag, msg = m.groups()
+        # `<1>` until a config is chosen, then `<peer-any|1>`: one IKE_SA, keyed by its unique id.
         tag = tag.rpartition("|")[2]
         addr = _ADDR.search(msg)
         if addr and tag not in peer_of:
             peer_of[tag] = addr.group(1)
-        if _CHILD_UP.search(msg) and tag in peer_of:
+        yield line, tag, msg, peer_of
+
+
+def established_by_peer(log: str) -> dict[str, list[float]]:
+    """Seconds of the day (the log's local time, to the millisecond) at which a CHILD_SA came up
+    in this log, by peer. Read from the log line charon writes as it installs the SA: the VICI
+    event reaches the executor later, behind the probes' threads."""
+    out: dict[str, list[float]] = {}
+    for line, tag, msg, peer_of in _ike_sa_lines(log):
+        stamp = _STAMP.match(line)
+        if stamp and _CHILD_UP.search(msg) and tag in peer_of:
             h, mi, sec, ms = (int(x) for x in stamp.groups())
             out.setdefault(peer_of[tag], []).append(h * 3600 + mi * 60 + sec + ms / 1000)
     return out
@@ -116,16 +124,7 @@ def reasons_by_peer(log: str) -> dict[str, list[str]]:
     """Failure lines of every IKE_SA in this log, by the peer it concerned, in order, deduplicated."""
     peer_of: dict[str, str] = {}
     found: list[tuple[str, str]] = []
-    for line in log.splitlines():
-        m = _TAG.search(line)
-        if not m:
-            continue
-        tag, msg = m.groups()
-        # `<1>` until a config is chosen, then `<peer-any|1>`: one IKE_SA, keyed by its unique id.
-        tag = tag.rpartition("|")[2]
-        addr = _ADDR.search(msg)
-        if addr and tag not in peer_of:
-            peer_of[tag] = addr.group(1)
+    for _line, tag, msg, peer_of in _ike_sa_lines(log):
         for pattern in FAILURES:
             hit = re.search(pattern, msg)
             if hit:

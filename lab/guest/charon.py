@@ -97,11 +97,13 @@ def decode(value):
 class Charon:
     """A charon process in a namespace, its VICI session and a recorder of its SA events."""
 
-    def __init__(self, host: str, ns: str, workdir: str):
+    def __init__(self, host: str, ns: str, workdir: str, log_dir: str | None = None):
         self.host, self.ns = host, ns
         self.dir = os.path.join(workdir, host)
         self.socket_path = os.path.join(self.dir, "charon.vici")
-        self.log_path = os.path.join(self.dir, "charon.log")
+        # `log_dir`: written straight into the run's output (a host path), so that a guest that
+        # crashes or is killed for hanging still leaves every daemon's log behind.
+        self.log_path = os.path.join(log_dir, f"charon-{host}.log") if log_dir else os.path.join(self.dir, "charon.log")
         self.proc: subprocess.Popen | None = None
         self.session: vici.Session | None = None
         self.events: list[dict] = []

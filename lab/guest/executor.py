@@ -85,10 +85,12 @@ class Run:
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
                          for n in self.plan["networks"]]
+        logs = os.path.join(self.outdir, "logs")
+        os.makedirs(logs, exist_ok=True)
         for h in hosts:
             if h["charon"] is not None:
                 self.charons[h["name"]] = (self.docker.charon(h) if self.docker
-                                           else charon.Charon(h["name"], h["ns"], self.workdir))
+                                           else charon.Charon(h["name"], h["ns"], self.workdir, log_dir=logs))
         for h in hosts:
             if h["name"] in self.charons:
                 self.charons[h["name"]].settings = h["charon"].get("settings", {})
@@ -262,8 +264,9 @@ class Run:
         logs = os.path.join(self.outdir, "logs")
         os.makedirs(logs, exist_ok=True)
         for name, c in self.charons.items():
-            if os.path.exists(c.log_path):
-                shutil.copy(c.log_path, os.path.join(logs, f"charon-{name}.log"))
+            kept = os.path.join(logs, f"charon-{name}.log")
+            if os.path.exists(c.log_path) and os.path.abspath(c.log_path) != kept:
+                shutil.copy(c.log_path, kept)
         if self.docker:
             self.docker.destroy(logs)
             self.results["docker"] = self.docker.info

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab.errors import ProviderError
 from lab.guest import PROGRESS
 
 ProgressFn = Callable[[dict], None]
@@ -44,3 +46,45 @@ def dispatch_line(line: str, on_progress: ProgressFn, console) -> None:
         except json.JSONDecodeError:
             pass
     console.write(line if line.endswith("\n") else line + "\n")
+
+
+DEFAULT_RUN_TIMEOUT = 900.0  # seconds; the slowest shipped design (80 hosts, loaded) takes ~4 min
+
+
+def run_timeout(environ=os.environ) -> float:
+    """How long one run may take before its kernel is stopped as hung (`LAB_RUN_TIMEOUT`)."""
+    raw = environ.get("LAB_RUN_TIMEOUT", "")
+    if not raw:
+        return DEFAULT_RUN_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise ProviderError(f"LAB_RUN_TIMEOUT: {raw!r} is not a number of seconds above 0")
+    return seconds
+
+
+class Deadline:
+    """Stops a hung run: `kill` is called once when `seconds` pass; `expired` says it happened.
+    Without it a guest whose executor hangs would keep the command (and a CI job) forever."""
+
+    def __init__(self, seconds: float, kill: Callable[[], None]):
+        self.seconds, self.expired = seconds, False
+        self._timer = threading.Timer(seconds, self._fire, args=(kill,))
+        self._timer.daemon = True
+
+    def _fire(self, kill: Callable[[], None]) -> None:
+        self.expired = True
+        kill()
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def error(self, console: str) -> ProviderError:
+        return ProviderError(f"the run did not finish within {self.seconds:.0f} s (LAB_RUN_TIMEOUT) and was "
+                             f"stopped; the last lines of {console} say where it hung")

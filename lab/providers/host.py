@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from lab.providers.base import ProgressFn, RunFiles, dispatch_line
+from lab.providers.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
 
 
 class HostKernel:
@@ -21,12 +21,19 @@ class HostKernel:
         argv = [sys.executable, "-m", "lab.guest.executor", self.files.plan, self.files.secrets,
                 os.path.join(self.files.rundir, "work")]
         env = dict(os.environ, LAB_RUN_ID=self.run_id, PYTHONUNBUFFERED="1")
+        timeout = run_timeout()
         with open(self.files.console, "w") as console:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            # SIGTERM: the executor tears down what it started, then exits (lab.guest.executor).
+            deadline = Deadline(timeout, lambda: _stop(proc))
             try:
-                for line in proc.stdout:
-                    dispatch_line(line, on_progress, console)
-                return proc.wait()
+                with deadline:
+                    for line in proc.stdout:
+                        dispatch_line(line, on_progress, console)
+                    rc = proc.wait()
+                if deadline.expired:
+                    raise deadline.error("the console log")
+                return rc
             except KeyboardInterrupt:
                 # The executor got the same SIGINT and is tearing down: let it finish.
                 try:
@@ -35,3 +42,12 @@ class HostKernel:
                     proc.kill()
                     proc.wait()
                 raise
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """A hung executor: SIGTERM lets it tear down what it started; SIGKILL if that hangs too."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lab.compile import kernel_crypto
 from lab.errors import MissingTool, ProviderError
-from lab.providers.base import ProgressFn, RunFiles, dispatch_line
+from lab.providers.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
 
 # Where `make setup` puts a newer UML when Debian 12's cannot run on this CPU (see tools/).
 PRIVATE_UML = Path(os.environ.get("LAB_UML_DIR", "/var/lib/ipsec-lab/uml"))
@@ -214,6 +214,7 @@ class UmlGuest:
 
     def run(self, on_progress: ProgressFn) -> int:
         init = self._write_init()
+        timeout = run_timeout()  # a bad LAB_RUN_TIMEOUT stops the run before the guest starts
         started = time.monotonic()
         env = dict(os.environ, LAB_RUN_ID=self.run_id, TMPDIR=self.files.rundir)
         with open(self.files.console, "w") as console:
@@ -222,20 +223,24 @@ class UmlGuest:
                 env=env, start_new_session=True, preexec_fn=_die_with_parent, text=True, errors="replace",
             )
             watchdog = _watchdog(proc.pid)
+            deadline = Deadline(timeout, lambda: _kill_group(proc.pid))
             try:
-                for line in proc.stdout:
-                    if line.startswith("@@guest booted"):
-                        self.boot_seconds = time.monotonic() - started
-                        on_progress({"phase": "guest", "message": line[2:].strip(),
-                                     "boot_seconds": round(self.boot_seconds, 2)})
-                        continue
-                    dispatch_line(line, on_progress, console)
-                proc.wait(timeout=30)
+                with deadline:
+                    for line in proc.stdout:
+                        if line.startswith("@@guest booted"):
+                            self.boot_seconds = time.monotonic() - started
+                            on_progress({"phase": "guest", "message": line[2:].strip(),
+                                         "boot_seconds": round(self.boot_seconds, 2)})
+                            continue
+                        dispatch_line(line, on_progress, console)
+                    proc.wait(timeout=30)
             finally:
                 self._kill(proc)
                 watchdog.kill()  # the guest is gone: the watchdog has nothing left to do
                 watchdog.wait()
                 watchdog.stdin.close()
+        if deadline.expired:
+            raise deadline.error("the console log")
         rc_file = Path(self.files.rundir, "guest.rc")
         if not rc_file.exists():
             tail = Path(self.files.console).read_text(errors="replace").strip().splitlines()[-5:]
@@ -245,8 +250,12 @@ class UmlGuest:
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:
         """UML runs as a group of host processes: end the whole group, then reap."""
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_group(proc.pid)
         proc.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

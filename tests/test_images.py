@@ -171,3 +171,27 @@ def test_several_images_share_one_seeded_data_root_named_by_their_ids(tmp_path):
     assert images.seed_path(a) == tmp_path / "aaaaaaaaaaaa.dockerd.ext4"
     assert images.seed_path([a]) == images.seed_path(a)
     assert images.seed_path([a, b]) == images.seed_path([b, a]) != images.seed_path([a])
+
+
+class _Container:
+    """A docker SDK container that records what the provider asked of dockerd."""
+
+    def __init__(self):
+        self.kills: list[int] = []
+
+    def kill(self, signal: int) -> None:
+        self.kills.append(signal)
+
+
+def test_a_crash_kills_the_container_init_directly_not_through_dockerd():
+    """node-crash: the kill is the failover's event; dockerd's 2 s round trip was counted in the outage."""
+    import signal
+
+    victim = subprocess.Popen(["sleep", "60"])
+    container = _Container()
+    proc = containers.ContainerProcess(container, victim.pid)
+    proc.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=5) == -signal.SIGKILL
+    assert container.kills == []
+    proc.send_signal(signal.SIGTERM)  # a graceful stop still goes to docker-init, which forwards it
+    assert container.kills == [signal.SIGTERM]

@@ -223,10 +223,17 @@ class Engine:
 
 
 class ContainerProcess:
-    """What lab.guest.charon.Charon needs of its daemon process, for a charon in a container."""
+    """What lab.guest.charon.Charon needs of its daemon process, for a charon in a container.
 
-    def __init__(self, container):
+    `pid` is the container's init as this kernel sees it: SIGKILL goes straight to it (the
+    kernel then kills every process of the container's PID namespace at once, as a machine
+    losing power). Through dockerd, containerd and runc the same kill took 2-2.5 s under load,
+    all of it counted in a crash's outage (node-crash: 8.4 s of 10 allowed, 6.2 s with namespaces).
+    """
+
+    def __init__(self, container, pid: int | None = None):
         self.container = container
+        self.pid = pid
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -245,6 +252,9 @@ class ContainerProcess:
     def send_signal(self, sig: int) -> None:
         import docker
 
+        if int(sig) == signal.SIGKILL and self.pid:
+            _signal(self.pid, signal.SIGKILL)
+            return
         try:
             self.container.kill(signal=int(sig))
         except (OSError, docker.errors.DockerException):
@@ -267,9 +277,9 @@ class ContainerProcess:
 class ContainerCharon(charon.Charon):
     """lab.guest.charon.Charon with the daemon in a container; VICI, events and logs unchanged."""
 
-    def __init__(self, host: str, ns: str, workdir: str, container):
+    def __init__(self, host: str, ns: str, workdir: str, container, pid: int | None = None):
         super().__init__(host, ns, workdir)
-        self.container = container
+        self.container, self.pid = container, pid
 
     def start(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -277,7 +287,7 @@ class ContainerCharon(charon.Charon):
             f.write(charon.render_conf(self.socket_path, self.log_path, self.settings))
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
-        self.proc = ContainerProcess(self.container)
+        self.proc = ContainerProcess(self.container, self.pid)
         # Opening the FIFO for writing releases the container's `read`; closing gives it EOF.
         # Non-blocking: ENXIO means the container's shell has not opened it yet.
         gate, deadline = os.path.join(self.dir, GATE), time.monotonic() + 30
@@ -345,7 +355,8 @@ class DockerHosts:
         return ["nsenter", "-t", str(self.pids[host]), "-m", "-u", "-i", "-p", "-r", "-w", "--"]
 
     def charon(self, host: dict) -> ContainerCharon:
-        return ContainerCharon(host["name"], host["ns"], self.workdir, self.engine.containers[host["name"]])
+        return ContainerCharon(host["name"], host["ns"], self.workdir, self.engine.containers[host["name"]],
+                               self.pids.get(host["name"]))
 
     def checks(self) -> dict:
         t = time.monotonic()

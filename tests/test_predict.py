@@ -115,3 +115,15 @@ def test_a_rule_that_only_overlaps_the_offer_leaves_it_to_the_default_response_r
     assert p.destination_side == "be: default response rule (Respond Only) answers"
     p = _predict("mismatched-proposals", "fe", "be", "http")
     assert (p.result, p.ike) == ("dropped", "failed") and "no acceptable proposal" in p.reason
+
+
+def test_matrix_run_probes_a_cluster_at_its_vip():
+    """The flows a cluster design is about go to the VIP: a matrix run must probe them too
+    (exchange-cluster-failover's only protected flow is fe -> mbx http)."""
+    from lab.predict.live import matrix_topology
+
+    swapped, predictions, _ = matrix_topology(load_topology(ROOT / "topologies" / "exchange-cluster-failover.yaml"))
+    ids = [e.id for e in swapped.expectations]
+    assert {"fe->mbx:http", "fe->mbx:imap", "fw->mbx:http"} <= set(ids)
+    assert not any(i.startswith(("be1->mbx", "be2->mbx")) for i in ids)  # a node never probes its own VIP
+    assert predictions["fe->mbx:http"].result == "esp"

@@ -51,10 +51,12 @@ class MatrixRow:
 def matrix_topology(topology: Topology, services: tuple[Service, ...] | None = None
                     ) -> tuple[Topology, dict[str, Prediction], dict[str, Expectation]]:
     """The topology with one expectation per matrix flow (result = prediction), written
-    expectations first. Cluster VIPs are left out: the lab probes hosts."""
+    expectations first. A cluster's VIP is a destination like a host: the lab probes it as it
+    does a written `to: <cluster>` (judged against the node that answered), so the flows a
+    cluster design is about are run, not only those to each node's own address."""
     written = {e.id: e for e in topology.expectations}
     flows = [Flow.of(e) for e in topology.expectations]
-    flows += [f for f in matrix_flows(topology, services, clusters=False) if f.id not in written]
+    flows += [f for f in matrix_flows(topology, services) if f.id not in written]
     predictions = {f.id: predict_flow(topology, f) for f in flows}
     exps = []
     for f in flows:

@@ -34,9 +34,9 @@ def test_a_disagreement_fixed_with_a_note_counts_as_fixed(tmp_path):
                                                             _row("x->y:imap", "clear", "clear")])
     after = _run(tmp_path, "a2", "t", "2026-01-01T11:00", [_row("x->y:http", "esp", "esp", "esp"),
                                                            _row("x->y:imap", "clear", "clear")])
-    text = mr.render(mr.gather([after, before]), {"t": {"x->y:http": "the model forgot NAT; fixed"}})
+    text = mr.render(mr.gather([after, before]), {"t": {"x->y:http": "fixed: the model forgot NAT"}})
     assert "| `t` | 2 | 2 | 1 | 1 | 0 | 1 (50 %) | 2 | 40, 40 |" in text
-    assert "`x->y:http` (agrees in the last run): the model forgot NAT; fixed" in text
+    assert "`x->y:http` (agrees in the last run): fixed: the model forgot NAT" in text
 
 
 def test_a_rerun_that_happens_to_agree_is_not_called_fixed(tmp_path):
@@ -45,6 +45,8 @@ def test_a_rerun_that_happens_to_agree_is_not_called_fixed(tmp_path):
     text = mr.render(mr.gather([before, after]), {})
     assert "| `t` | 1 | 1 | 1 | 0 | 0 | 0 (0 %) | 2 |" in text
     assert "**unexplained**" in text
+    text = mr.render(mr.gather([before, after]), {"t": {"x->y:http": "a race on the responder, open"}})
+    assert "| `t` | 1 | 1 | 1 | 0 | 0 | 0 (0 %) | 2 |" in text and "a race on the responder, open" in text
 
 
 def test_a_written_expectation_failing_on_the_wire_is_listed(tmp_path):

@@ -6,8 +6,10 @@ Each REPORT_DIR is one `lab verify --matrix --report REPORT_DIR` run (its matrix
 result.json). A topology may have several runs (a rerun, a run after a fix); they are read in
 the order they started. Per topology: flows, agreeing flows and written-expectation coverage
 of the last run; every flow that disagreed in any run, with the cause the notes file gives it
-(`topology: {flow id: "why, and what fixed it"}`). A disagreement without a note is printed as
-unexplained: the table never calls a flow fixed because a rerun happened to agree.
+(`topology: {flow id: "fixed: what was wrong and the change"}`, or any other text for a cause not
+fixed). A disagreement counts as fixed only when it agrees in the last run and its note starts
+with "fixed:"; without a note it is printed as unexplained: the table never calls a flow fixed
+because a rerun happened to agree.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def table(topologies: list[Topology], notes: dict[str, dict[str, str]]) -> list[
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in topologies:
         last, found, noted = t.last, t.found, notes.get(t.name, {})
-        fixed = [f for f in found if f not in last.disagreements and f in noted]
+        fixed = [f for f in found if f not in last.disagreements and noted.get(f, "").startswith("fixed:")]
         pct = 100 * last.written / max(last.flows, 1)
         times = ", ".join(f"{r.seconds:.0f}" for r in t.runs)
         lines.append(f"| `{t.name}` | {last.flows} | {last.agree} | {len(found)} | {len(fixed)} | "

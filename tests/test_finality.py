@@ -46,9 +46,14 @@ def test_firewall_dropping_every_carrier_of_the_flow():
     assert fin._blocking_filters(kerberos) is None  # allowed
 
 
-def test_a_flow_whose_esp_would_pass_is_not_cut_short():
-    fin, plan = _finality("firewall-missing-ike")  # ESP allowed, IKE not: that is silence
-    assert fin._blocking_filters(plan["probes"][0]) is None
+def test_a_flow_whose_esp_would_pass_but_whose_ike_cannot():
+    fin, plan = _finality("firewall-missing-ike")  # ESP allowed, UDP 500 not
+    http, kerberos = plan["probes"]
+    assert fin._blocking_filters(http) is None  # ESP itself would pass
+    [(fw, f)] = fin._ike_blocked(http)
+    assert fw == "fw" and f["action"] == "drop"
+    assert fin._ike_blocked(kerberos)  # no IKE between fe and dc either, but kerberos leaves in clear:
+    assert fin._static(kerberos)["clear"] is None  # its own packets pass, so it is never final
 
 
 def test_hosts_with_a_soft_sa_fallback_always_wait():
@@ -97,8 +102,13 @@ def test_a_firewall_that_counted_the_drops_ends_the_wait_after_the_grace(kernel,
     assert given["probe"] == http["id"] and given["given_up_after"] - given["final_after"] >= finality.GRACE
 
 
-def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(tmp_path, quick):
+FE_TRAP = ("src 10.10.1.10/32 dst 10.10.2.20/32 proto tcp dport 80 \n\tdir out priority 366975 ptype main \n"
+           "\ttmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 1 mode transport\n")
+
+
+def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(kernel, quick):
     plan = build_plan(load_topology("topologies/exchange-fe-be-http.yaml"), "t", "/tmp/x")
+    kernel.answer(r"ip -n ns-fe xfrm policy list", FE_TRAP)  # fe's kernel holds its http to be
     with tempfile.TemporaryDirectory(prefix="lab") as work:  # VICI socket paths: 108 bytes at most
         charons = {name: charon.Charon(name, f"ns-{name}", work) for name in ("fe", "be")}
         servers = {}
@@ -108,9 +118,12 @@ def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(tmp_pa
             with open(c.log_path, "w") as f:  # before the probes: not evidence
                 f.write("07:00:00.000 05[IKE] <peer-be|1> initiating IKE_SA peer-be[1] to 10.10.2.20\n"
                         "07:00:00.100 05[IKE] <peer-be|1> received NO_PROPOSAL_CHOSEN notify error\n")
+        for h in plan["hosts"]:
+            if h["name"] in charons:
+                h["ns"] = f"ns-{h['name']}"
         servers["fe"].sas = [{"peer-be": {"uniqueid": "2", "state": "CONNECTING", "remote-host": "10.10.2.20"}}]
         fin = finality.Finality(plan, charons)
-        to_be = [p for p in plan["probes"] if {p["src"], p["dst"]} == {"fe", "be"}]  # either way
+        [held] = [p for p in plan["probes"] if (p["src"], p["dst"], p["service"]) == ("fe", "be", "http")]
         deadlines = {p["id"]: Deadline(30) for p in plan["probes"]}
         fin.start(plan["probes"], deadlines)
         try:
@@ -121,17 +134,43 @@ def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(tmp_pa
                         "07:00:05.100 05[IKE] <peer-be|2> received NO_PROPOSAL_CHOSEN notify error\n")
             time.sleep(0.4)
             assert not any(d.reason for d in deadlines.values())  # an IKE_SA with be still negotiates
+            # established, but a CHILD_SA is being created on it: that may yet succeed too
+            servers["fe"].sas = [{"peer-be": {"uniqueid": "2", "state": "ESTABLISHED", "remote-host": "10.10.2.20",
+                                              "tasks-active": ["CHILD_CREATE"]}}]
+            time.sleep(0.4)
+            assert not any(d.reason for d in deadlines.values())
             servers["fe"].sas = []
-            assert _wait(lambda: all(deadlines[p["id"]].reason for p in to_be))
+            assert _wait(lambda: deadlines[held["id"]].reason)
+            time.sleep(0.3)
         finally:
             fin.stop()
             for s in servers.values():
                 s.close()
-    assert all(deadlines[p["id"]].reason == "IKE failed: fe: received NO_PROPOSAL_CHOSEN notify error"
-               for p in to_be)
-    others = [p for p in plan["probes"] if p not in to_be]
-    assert others and not any(deadlines[p["id"]].reason for p in others)  # other pairs: not their failure
-    assert {g["probe"] for g in fin.given_up} == {p["id"] for p in to_be}
+    assert deadlines[held["id"]].reason == ("IKE failed: fe: received NO_PROPOSAL_CHOSEN notify error; "
+                                            "fe's kernel sends it only protected")
+    # fe->be smtp and be->fe http leave in clear: an IKE failure between the pair says nothing of them
+    others = [p for p in plan["probes"] if p is not held]
+    assert others and not any(deadlines[p["id"]].reason for p in others)
+    assert {g["probe"] for g in fin.given_up} == {held["id"]}
+
+
+def test_a_host_without_a_key_of_its_own_fails_for_good_despite_the_peers_half_open_sa(tmp_path):
+    fin, plan = _finality("ipsec-restricted-publishing")
+    tails = {}
+    for name in ("nocert", "edge"):
+        tails[name] = LogTail(str(tmp_path / f"{name}.log"))
+    (tmp_path / "nocert.log").write_text(
+        "10:31:24.209 13[IKE] <peer-edge|1> initiating IKE_SA peer-edge[1] to 10.20.1.10\n"
+        "10:31:24.279 14[IKE] <peer-edge|1> no private key found for 'CN=nocert'\n")
+    fin.tails = tails
+    for t in tails.values():
+        t.read()
+    [nocert] = [p for p in plan["probes"] if p["src"] == "nocert"]
+    half_open = [{"remote-host": "203.0.113.24", "state": "CONNECTING"}]
+    fin._ikes = lambda host, peer: half_open if host == "edge" else []
+    assert fin._ike_failed(nocert, 0) == "IKE failed: nocert: no private key found for 'CN=nocert'"
+    fin._ikes = lambda host, peer: [{"remote-host": peer, "state": "ESTABLISHED"}]
+    assert fin._ike_failed(nocert, 0) is None  # an IKE_SA up between them: not for us to judge
 
 
 def test_a_daemon_that_does_not_answer_may_still_succeed(tmp_path):
@@ -147,3 +186,66 @@ def test_nothing_to_watch_starts_no_thread():
     fin.start(plan["probes"], {})
     assert fin._thread is None
     fin.stop()
+
+
+# ---- the two dropped flows that used to wait out the 10 s --------------------------------
+
+def test_ike_dropped_at_the_firewall_ends_the_wait_once_counted(kernel, quick):
+    fin, plan = _finality("firewall-missing-ike")
+    http, kerberos = plan["probes"]
+    fe_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "fe")
+    kernel.answer(rf"ip -n {fe_ns} xfrm policy list", FE_TRAP)
+    fin._ikes = lambda host, peer: []  # no IKE_SA between fe and be, in any state
+    deadlines = {p["id"]: Deadline(30) for p in plan["probes"]}
+    kernel.answer(r"tc -s -j -batch", _counts(0))
+    fin.start(plan["probes"], deadlines)
+    try:
+        time.sleep(0.3)
+        assert deadlines[http["id"]].reason is None  # nothing counted: silence waits
+        kernel.answer(r"tc -s -j -batch", _counts(2))
+        assert _wait(lambda: deadlines[http["id"]].reason)
+    finally:
+        fin.stop()
+    assert deadlines[http["id"]].reason.startswith("firewall fw drops IKE (UDP 500) between them")
+    assert deadlines[kerberos["id"]].reason is None
+
+
+def test_ike_dropped_is_not_final_once_an_ike_sa_is_up(kernel):
+    fin, plan = _finality("firewall-missing-ike")
+    http = plan["probes"][0]
+    fin._ikes = lambda host, peer: [{"remote-host": peer, "state": "ESTABLISHED"}]
+    kernel.answer(r"xfrm policy list", FE_TRAP)
+    key = lambda f: (f["dev"], f["pref"])  # noqa: E731
+    [(fw, f)] = fin._ike_blocked(http)
+    assert fin.final(http, 0, {fw: {key(f): 5}}, {fw: {key(f): 0}}, {}, {}) is None
+
+
+EDGE_IN = ("src 0.0.0.0/0 dst 10.20.1.10/32 proto tcp dport 443 \n\tdir in priority 200000 ptype main \n"
+           "\ttmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 2 mode transport\n")
+
+
+def test_clear_packets_refused_by_the_receivers_policy_end_the_wait_once_counted(kernel, quick, monkeypatch):
+    fin, plan = _finality("ipsec-restricted-publishing")
+    [kiosk] = [p for p in plan["probes"] if p["src"] == "kiosk"]
+    edge_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "edge")
+    kernel.answer(rf"ip -n {edge_ns} xfrm policy list", EDGE_IN)
+    kernel.answer(r"tc -s -j -batch", "[]\n[]\n[]\n[]\n")
+    refused = {"n": 0}
+    monkeypatch.setattr(finality.xfrm, "stats", lambda ns: {"XfrmInTmplMismatch": refused["n"]} if ns == edge_ns else {})
+    deadlines = {kiosk["id"]: Deadline(30)}
+    fin.start([kiosk], deadlines)
+    try:
+        time.sleep(0.3)
+        assert deadlines[kiosk["id"]].reason is None  # nothing refused yet
+        refused["n"] = 4
+        assert _wait(lambda: deadlines[kiosk["id"]].reason)
+    finally:
+        fin.stop()
+    assert deadlines[kiosk["id"]].reason == "kiosk runs no IPsec; edge's kernel refuses it in clear"
+
+
+def test_an_optional_inbound_template_accepts_clear_so_never_final(kernel):
+    fin, plan = _finality("ipsec-restricted-publishing")
+    [kiosk] = [p for p in plan["probes"] if p["src"] == "kiosk"]
+    kernel.answer(r"xfrm policy list", EDGE_IN + "\t\tlevel use \n")
+    assert fin.final(kiosk, 0, {}, {}, {"edge": {"XfrmInTmplMismatch": 9}}, {"edge": {}}) is None

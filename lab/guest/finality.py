@@ -1,41 +1,56 @@
 """Stop waiting for a probe once the evidence that it cannot be delivered is final.
 
 Runs inside the lab kernel, one thread beside the probes. A probe that gets no answer waits
-out its 10 s timeout; most of that time is spent after the outcome was already decided. This
-watcher tells a waiting probe to give up, GRACE seconds after one of these became true:
+out its 10 s timeout; most of that time is spent after the outcome was already decided. A
+flow reaches its destination either in clear or protected, so this watcher tells a waiting
+probe to give up only when both ways are shut, for reasons that cannot change during the run,
+and something was seen to happen (silence alone never ends a wait):
 
-- IKE definitively failed between the two hosts, in the responder's words: a notify error the
-  initiator received (NO_PROPOSAL_CHOSEN, AUTHENTICATION_FAILED, TS_UNACCEPTABLE), or the
-  responder's own reason (no acceptable proposal, a revoked or untrusted certificate, no
-  matching peer config, a MAC mismatch), or the kernel refusing the negotiated SA; logged
-  after the probe started, and no IKE_SA between the two still negotiating (list-sas).
-- A firewall on the path drops every carrier the flow could use (its own packets; and ESP,
-  AH, ESP in UDP 4500 when the sender runs IPsec: the first filter each meets is a drop) and those filters' counters rose
-  while the probe waited: packets reached the firewall and were dropped there.
+In clear, it is shut when
+- a firewall on the path drops the flow's own packets (its first matching filter is a drop);
+- the sender's kernel holds them: its XFRM policy for the flow requires a template, so
+  nothing of it ever leaves unprotected (`ip xfrm policy list`, decided as the kernel does);
+- the receiver's kernel refuses them in clear (its inbound policy requires a template) and
+  its XFRM counters of refused packets rose (XfrmInTmplMismatch, XfrmInPolBlock).
+Protected, it is shut when
+- the sender or the receiver runs no IPsec at all (and no tunnel in the design could carry
+  the flow for it);
+- IKE between the two definitively failed, logged after the probe started: a notify error
+  the initiator received, the responder's own reason, the kernel refusing the negotiated SA,
+  or a host lacking its own key (it can never authenticate); and nothing between the two
+  still negotiates (an IKE_SA being set up, or a CHILD_SA being created on an established one);
+- a firewall on the path drops every carrier (ESP, AH, ESP in UDP 4500) and counted packets;
+- a firewall on the path drops IKE (UDP 500, either way: no IKE_SA can then be set up), no
+  IKE_SA between the two is established, and that filter counted packets.
 
-Silence alone (no answer, nothing counted) still waits for the timeout, and nothing is cut
-short where a host falls back to clear after IKE silence (Windows' soft SA: that 3 s wait is
-the behaviour under test). The host still judges every flow from the captures; this only
-decides when to stop listening.
+The give-up comes GRACE seconds after the evidence became final, and only if it is still final
+then. Nothing is cut short where a host falls back to clear after IKE silence (Windows' soft
+SA: that 3 s wait is the behaviour under test), for a cluster's VIP, or behind NAT where the
+addresses a host sees are not the probe's. The host still judges every flow from the
+captures; this only decides when to stop listening.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
 import threading
 import time
 
 import vici
 
 from lab.compile.fwmatch import matches
-from lab.guest import firewall
+from lab.guest import firewall, xfrm, xfrmpolicy
 from lab.guest.charon import decode
+from lab.guest.netns import ip
 from lab.guest.traffic import Deadline
 
 GRACE = 1.5  # seconds from final evidence to giving up: packets still in flight may land
 POLL = 0.25
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+IPSEC_CARRIERS = [(50, None, None), (51, None, None), (17, 4500, 4500)]
+REFUSED_COUNTERS = ("XfrmInTmplMismatch", "XfrmInPolBlock")
 
 # In the initiator's log: the responder said no.
 _TOLD = re.compile(r"received (NO_PROPOSAL_CHOSEN|AUTHENTICATION_FAILED|TS_UNACCEPTABLE|"
@@ -45,8 +60,11 @@ _REFUSED = re.compile(r"no acceptable proposal found|certificate was revoked|no 
                       r"no matching peer config found|MAC mismatched|no acceptable traffic selectors found|"
                       r"constraint check failed|certificate status is not available|"
                       r"unable to add SAD entry")
+# In a host's own log: it has no key of its own to authenticate with; the lab loads none later.
+_NO_KEY = re.compile(r"no private key found for|no shared key found for")
 _TAG = re.compile(r"\[\w+\] <([^>]+)> (.*)$")
 _ADDR = re.compile(r"(?:to|from) (\d+\.\d+\.\d+\.\d+)")
+_CHILD_TASKS = {"CHILD_CREATE", "QUICK_MODE"}
 
 
 class LogTail:
@@ -55,7 +73,7 @@ class LogTail:
     def __init__(self, path: str):
         self.path, self.pos = path, 0
         self.peer_of: dict[str, str] = {}
-        self.failures: list[tuple[float, str, str]] = []  # (time read, peer, line)
+        self.failures: list[tuple[float, str, str, bool]] = []  # (time read, peer, line, no key of its own)
 
     def read(self) -> None:
         try:
@@ -75,11 +93,25 @@ class LogTail:
             addr = _ADDR.search(msg)
             if addr and tag not in self.peer_of:
                 self.peer_of[tag] = addr.group(1)
-            if (_TOLD.search(msg) or _REFUSED.search(msg)) and tag in self.peer_of:
-                self.failures.append((now, self.peer_of[tag], msg.strip()))
+            if tag not in self.peer_of:
+                continue
+            if _TOLD.search(msg) or _REFUSED.search(msg):
+                self.failures.append((now, self.peer_of[tag], msg.strip(), False))
+            elif _NO_KEY.search(msg):
+                self.failures.append((now, self.peer_of[tag], msg.strip(), True))
 
-    def failed_with(self, peer: str, since: float) -> str | None:
-        return next((msg for t, p, msg in self.failures if p == peer and t >= since), None)
+    def failed_with(self, peer: str, since: float, no_key: bool | None = None) -> str | None:
+        return next((msg for t, p, msg, k in self.failures
+                     if p == peer and t >= since and (no_key is None or k == no_key)), None)
+
+
+def _busy(ike: dict) -> bool:
+    """Is this IKE_SA still being set up, or creating a CHILD_SA (it may yet succeed)?"""
+    if ike.get("state") not in ("ESTABLISHED", "DELETING"):
+        return True
+    tasks = set(ike.get("tasks-active") or []) | set(ike.get("tasks-queued") or []) | set(ike.get("tasks-passive") or [])
+    children = (ike.get("child-sas") or {}).values()
+    return bool(tasks & _CHILD_TASKS) or any(c.get("state") in ("CREATED", "INSTALLING") for c in children)
 
 
 class Finality:
@@ -90,10 +122,14 @@ class Finality:
         self.subnets = {n["name"]: ipaddress.ip_network(n["subnet"]) for n in plan["networks"]}
         self.tails = {name: LogTail(c.log_path) for name, c in charons.items() if hasattr(c, "log_path")}
         self.sessions: dict[str, vici.Session] = {}
+        self.tunnels = any(ch.get("mode") == "tunnel" for h in plan["hosts"]
+                           for conn in ((h.get("charon") or {}).get("conns") or {}).values()
+                           for ch in (conn.get("children") or {}).values())
+        self.policies: dict[str, list[dict] | None] = {}  # host -> its kernel's XFRM policies, read once
+        self._statics: dict[str, dict] = {}
         self.given_up: list[dict] = []  # what the run records: probe, reason, when
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._baseline: dict[str, dict] = {}
 
     # ---- which probes may be cut short at all ------------------------------------------------
 
@@ -106,57 +142,20 @@ class Finality:
                 return False  # a soft SA may still come: Windows timing is under test
         return probe.get("via", "unicast") == "unicast" and not probe.get("client")
 
-    # ---- evidence: IKE --------------------------------------------------------------------------
+    def _natted(self, probe: dict) -> bool:
+        nat = self.plan.get("nat_aliases") or {}
+        return any(a in nat or a in self.aliases for a in (probe["src_address"], probe["dst_address"]))
 
-    def _ike_failed(self, probe: dict, since: float) -> str | None:
-        src, dst = probe["src"], probe["dst"]
-        src_addr, dst_addr = probe["src_address"], self.aliases.get(probe["dst_address"], probe["dst_address"])
-        found = None
-        for host, peer in ((src, dst_addr), (dst, src_addr)):
-            tail = self.tails.get(host)
-            if tail:
-                msg = tail.failed_with(peer, since) or tail.failed_with(self._alias(peer), since)
-                if msg:
-                    found = f"IKE failed: {host}: {msg}"
-                    break
-        if not found or self._negotiating(src, dst_addr) or self._negotiating(dst, src_addr):
-            return None
-        return found
+    # ---- static facts: firewalls on the path ---------------------------------------------------
 
-    def _alias(self, address: str) -> str:
-        return (self.plan.get("nat_aliases") or {}).get(address, address)
-
-    def _negotiating(self, host: str, peer: str) -> bool:
-        """Is an IKE_SA of `host` with `peer` still being set up (it may yet succeed)?"""
-        c = self.charons.get(host)
-        if c is None:
-            return False
-        try:
-            if host not in self.sessions:
-                self.sessions[host] = vici.Session(c._sock())
-            entries = [decode(e) for e in self.sessions[host].list_sas()]
-        except Exception:  # noqa: BLE001  no answer: assume it may still succeed
-            return True
-        peers = {peer, self._alias(peer)}
-        return any(ike.get("remote-host") in peers and ike.get("state") not in ("ESTABLISHED", "DELETING")
-                   for e in entries for ike in e.values())
-
-    # ---- evidence: a firewall drops every carrier ------------------------------------------------
-
-    def _blocking_filters(self, probe: dict) -> list[tuple[str, dict]] | None:
-        """The drop filters that take each carrier of this flow at a firewall on its path, or
-        None when some carrier would pass every firewall."""
-        src, dst = probe["src_address"], self.aliases.get(probe["dst_address"], probe["dst_address"])
-        proto = PROTO.get(probe["protocol"])
-        carriers = [(proto, None, probe["port"])]
-        if self.hosts[probe["src"]].get("charon"):  # without IPsec its packets leave in clear
-            carriers += [(50, None, None), (51, None, None), (17, 4500, 4500)]
+    def _first_drops(self, src: str, dst: str, carriers: list[tuple]) -> list[tuple[str, dict]] | None:
+        """At some firewall on the path from src to dst, the drop filter that first takes each
+        of these packets; None when at every firewall some packet meets no drop first."""
         for h in self.plan["hosts"]:
             fw = h.get("firewall") or {}
             if not fw.get("filters"):
                 continue
-            came = self._iface(h, src)
-            went = self._iface(h, dst)
+            came, went = self._iface(h, src), self._iface(h, dst)
             if not came or not went or came is went:
                 continue
             filters = sorted((f for f in fw["filters"] if f["dev"] == came["ifname"] and f["hook"] == "ingress"
@@ -171,11 +170,175 @@ class Finality:
                 return taken
         return None
 
+    def _addresses(self, probe: dict) -> tuple[str, str]:
+        return probe["src_address"], self.aliases.get(probe["dst_address"], probe["dst_address"])
+
+    def _blocking_filters(self, probe: dict) -> list[tuple[str, dict]] | None:
+        """The drop filters that take each carrier of this flow, its own packets and (when the
+        sender runs IPsec) ESP, AH and UDP 4500, at one firewall on its path; else None."""
+        carriers = [(PROTO.get(probe["protocol"]), None, probe["port"])]
+        if self.hosts[probe["src"]].get("charon"):  # without IPsec its packets leave in clear
+            carriers += IPSEC_CARRIERS
+        return self._first_drops(*self._addresses(probe), carriers)
+
+    def _ike_blocked(self, probe: dict) -> list[tuple[str, dict]] | None:
+        """A firewall filter that drops IKE's UDP 500 between the two, in either direction."""
+        if self.tunnels or self._natted(probe):
+            return None  # the IKE that matters may be with a gateway, or on translated addresses
+        src, dst = self._addresses(probe)
+        return self._first_drops(src, dst, [(17, 500, 500)]) or self._first_drops(dst, src, [(17, 500, 500)])
+
     def _iface(self, host: dict, address: str) -> dict | None:
         for i in host["interfaces"]:
             if ipaddress.ip_address(address) in self.subnets[i["network"]]:
                 return i
         return None
+
+    def _static(self, probe: dict) -> dict:
+        """The firewall filters that matter to this probe, worked out once."""
+        if probe["id"] not in self._statics:
+            own = [(PROTO.get(probe["protocol"]), None, probe["port"])]
+            self._statics[probe["id"]] = {"clear": self._first_drops(*self._addresses(probe), own),
+                                          "carriers": self._blocking_filters(probe),
+                                          "ike": self._ike_blocked(probe)}
+        return self._statics[probe["id"]]
+
+    # ---- static facts: the kernels' XFRM policies ---------------------------------------------
+
+    def _policies(self, host: str) -> list[dict] | None:
+        """The host's XFRM policies, listed once when first needed (a process in the guest costs
+        0.1 s). Only charon and the lab's relaxing of inbound templates install any, both before
+        the probes; a CHILD_SA adds policies with templates, which never let clear through."""
+        if host not in self.policies:
+            if not self.hosts[host].get("charon"):
+                self.policies[host] = []  # no IPsec: the lab installs no policy there
+            else:
+                res = subprocess.run(ip(self.hosts[host]["ns"], "xfrm", "policy", "list"),
+                                     capture_output=True, text=True)
+                self.policies[host] = xfrmpolicy.parse(res.stdout) if res.returncode == 0 else None
+        return self.policies[host]
+
+    def _decide(self, host: str, direction: str, probe: dict) -> str:
+        pols = self._policies(host)
+        if pols is None:
+            return xfrmpolicy.UNKNOWN
+        src, dst = self._addresses(probe)
+        return xfrmpolicy.decide(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), None, probe["port"])
+
+    # ---- evidence: charon's logs and SA lists ---------------------------------------------------
+
+    def _ikes(self, host: str, peer: str) -> list[dict] | None:
+        """The IKE_SAs of `host` with `peer` (list-sas); None when the daemon does not answer."""
+        c = self.charons.get(host)
+        if c is None:
+            return []
+        try:
+            if host not in self.sessions:
+                self.sessions[host] = vici.Session(c._sock())
+            entries = [decode(e) for e in self.sessions[host].list_sas()]
+        except Exception:  # noqa: BLE001  no answer: assume it may still succeed
+            return None
+        peers = {peer, self._alias(peer)}
+        return [ike for e in entries for ike in e.values() if ike.get("remote-host") in peers]
+
+    def _negotiating(self, host: str, peer: str) -> bool:
+        ikes = self._ikes(host, peer)
+        return ikes is None or any(_busy(ike) for ike in ikes)
+
+    def _established(self, host: str, peer: str) -> bool:
+        ikes = self._ikes(host, peer)
+        return ikes is None or any(ike.get("state") == "ESTABLISHED" for ike in ikes)
+
+    def _alias(self, address: str) -> str:
+        return (self.plan.get("nat_aliases") or {}).get(address, address)
+
+    def _ends(self, probe: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+        """Each host of the pair with the address it knows the other by."""
+        src, dst = self._addresses(probe)
+        return (probe["src"], dst), (probe["dst"], src)
+
+    def _logged(self, probe: dict, since: float) -> bool:
+        return any(tail.failed_with(peer, since) or tail.failed_with(self._alias(peer), since)
+                   for host, peer in self._ends(probe) if (tail := self.tails.get(host)))
+
+    def _ike_failed(self, probe: dict, since: float) -> str | None:
+        ends = self._ends(probe)
+        for host, peer in ends:  # a host without a key of its own: no IKE_SA with it can complete
+            tail = self.tails.get(host)
+            msg = tail and (tail.failed_with(peer, since, True) or tail.failed_with(self._alias(peer), since, True))
+            if msg and not any(self._established(h, p) for h, p in ends):
+                return f"IKE failed: {host}: {msg}"
+        found = None
+        for host, peer in ends:
+            tail = self.tails.get(host)
+            if tail:
+                msg = tail.failed_with(peer, since, False) or tail.failed_with(self._alias(peer), since, False)
+                if msg:
+                    found = f"IKE failed: {host}: {msg}"
+                    break
+        if not found or any(self._negotiating(h, p) for h, p in ends):
+            return None
+        return found
+
+    # ---- the two ways a flow may arrive ------------------------------------------------------
+
+    def _clear_shut(self, probe: dict, rose, refused_rose) -> tuple[str, bool] | None:
+        """Why its own packets cannot arrive in clear, and whether that was seen happening."""
+        taken = self._static(probe)["clear"]
+        if taken:
+            fw, f = taken[0]
+            return f"firewall {fw} drops it in clear (filter '{f['label']}')", rose(taken)
+        if self._decide(probe["src"], "out", probe) == xfrmpolicy.HELD:
+            return f"{probe['src']}'s kernel sends it only protected", False
+        if not self._natted(probe) and self._decide(probe["dst"], "in", probe) == xfrmpolicy.REFUSED:
+            return f"{probe['dst']}'s kernel refuses it in clear", refused_rose(probe["dst"])
+        return None
+
+    def _protected_shut(self, probe: dict, since: float, rose) -> tuple[str, bool] | None:
+        """Why it cannot arrive protected, and whether that was seen happening."""
+        if not self.tunnels:
+            for name in (probe["src"], probe["dst"]):
+                if not self.hosts[name].get("charon"):
+                    return f"{name} runs no IPsec", False
+        failed = self._ike_failed(probe, since)
+        if failed:
+            return failed, True
+        carriers = self._static(probe)["carriers"]
+        if carriers:
+            fw, f = carriers[-1]
+            return f"firewall {fw} drops every carrier of this flow; its filter '{f['label']}' counted packets", rose(carriers)
+        ike = self._static(probe)["ike"]
+        if ike and rose(ike) and not any(self._established(h, p) for h, p in self._ends(probe)):
+            fw, f = ike[0]
+            return f"firewall {fw} drops IKE (UDP 500) between them; its filter '{f['label']}' counted packets", True
+        return None
+
+    def final(self, probe: dict, since: float, counters: dict, base: dict, xfrm_now: dict, xfrm_base: dict) -> str | None:
+        """The reason this probe cannot be delivered, once final; else None."""
+        def rose(taken):
+            return any(counters.get(fw, {}).get((f["dev"], f["pref"]), 0) > base.get(fw, {}).get((f["dev"], f["pref"]), 0)
+                       for fw, f in taken)
+
+        def refused_rose(host):
+            now, was = xfrm_now.get(host) or {}, xfrm_base.get(host) or {}
+            return any(now.get(k, 0) > was.get(k, 0) for k in REFUSED_COUNTERS)
+
+        st = self._static(probe)
+        seen = (self._logged(probe, since) or rose(st["clear"] or []) or rose(st["carriers"] or [])
+                or rose(st["ike"] or []) or refused_rose(probe["dst"]))
+        if not seen:
+            return None  # silence: nothing else is looked at (a policy listing costs a process)
+        clear = self._clear_shut(probe, rose, refused_rose)
+        if not clear:
+            return None
+        protected = self._protected_shut(probe, since, rose)
+        if not protected or not (clear[1] or protected[1]):
+            return None  # a way is open, or nothing was seen: silence waits
+        if protected[0].startswith("firewall") and clear[0].startswith("firewall"):
+            return protected[0]
+        return f"{protected[0]}; {clear[0]}"
+
+    # ---- counters read while the probes wait -------------------------------------------------
 
     def _counters(self) -> dict[str, dict]:
         out = {}
@@ -188,16 +351,20 @@ class Finality:
                     out[h["name"]] = {}
         return out
 
-    def _firewall_dropped(self, probe: dict, counters: dict, base: dict) -> str | None:
-        taken = self._blocking_filters(probe)
-        if not taken:
-            return None
-        rose = [(fw, f) for fw, f in taken
-                if counters.get(fw, {}).get((f["dev"], f["pref"]), 0) > base.get(fw, {}).get((f["dev"], f["pref"]), 0)]
-        if not rose:
-            return None
-        fw, f = rose[0]
-        return f"firewall {fw} drops every carrier of this flow; its filter '{f['label']}' counted packets"
+    def _xfrm_stats(self, hosts: set[str]) -> dict[str, dict]:
+        out = {}
+        for name in hosts:
+            try:
+                out[name] = xfrm.stats(self.hosts[name]["ns"])
+            except OSError:
+                out[name] = {}
+        return out
+
+    def _refusers(self, watched: list[dict]) -> set[str]:
+        """Receivers whose refused-packet counters may be evidence: IPsec hosts, sent to by hosts
+        without IPsec."""
+        return {p["dst"] for p in watched if self.hosts[p["dst"]].get("charon")
+                and not self.hosts[p["src"]].get("charon") and not self._natted(p)}
 
     # ---- the watcher ----------------------------------------------------------------------------------
 
@@ -205,15 +372,18 @@ class Finality:
         watched = [p for p in probes if p["id"] in deadlines and self._watchable(p)]
         if not watched:
             return
-        needs_counters = any(self._blocking_filters(p) for p in watched)
+        needs_counters = any(any(self._static(p).values()) for p in watched)
+        refusers = self._refusers(watched)
         base = self._counters() if needs_counters else {}
+        xfrm_base = self._xfrm_stats(refusers)
         for tail in self.tails.values():  # what was logged before the probes is not evidence
             tail.read()
-        self._thread = threading.Thread(target=self._run, args=(watched, deadlines, base, needs_counters),
+        self._thread = threading.Thread(target=self._run, args=(watched, deadlines, base, needs_counters,
+                                                                refusers, xfrm_base),
                                         name="finality", daemon=True)
         self._thread.start()
 
-    def _run(self, watched: list[dict], deadlines: dict[str, Deadline], base: dict, needs_counters: bool) -> None:
+    def _run(self, watched, deadlines, base, needs_counters, refusers, xfrm_base) -> None:
         started = time.time() - 0.001
         final_at: dict[str, tuple[float, str]] = {}
         while not self._stop.wait(POLL):
@@ -222,17 +392,19 @@ class Finality:
                 return
             for tail in self.tails.values():
                 tail.read()
-            counters = self._counters() if needs_counters and any(p["id"] not in final_at for p in pending) else {}
+            counters = self._counters() if needs_counters else {}
+            xfrm_now = self._xfrm_stats(refusers & {p["dst"] for p in pending})
             now = time.time()
             for p in pending:
-                if p["id"] not in final_at:
-                    why = self._ike_failed(p, started) or (self._firewall_dropped(p, counters, base) if counters else None)
-                    if why:
-                        final_at[p["id"]] = (now, why)
-                if p["id"] in final_at and now - final_at[p["id"]][0] >= GRACE:
-                    deadlines[p["id"]].give_up(final_at[p["id"]][1])
-                    self.given_up.append({"probe": p["id"], "reason": final_at[p["id"]][1],
-                                          "final_after": round(final_at[p["id"]][0] - started, 3),
+                why = self.final(p, started, counters, base, xfrm_now, xfrm_base)
+                if not why:
+                    final_at.pop(p["id"], None)  # not final (any more): the grace starts again
+                    continue
+                first = final_at.setdefault(p["id"], (now, why))[0]
+                if now - first >= GRACE:
+                    deadlines[p["id"]].give_up(why)
+                    self.given_up.append({"probe": p["id"], "reason": why,
+                                          "final_after": round(first - started, 3),
                                           "given_up_after": round(now - started, 3)})
 
     def stop(self) -> None:

@@ -306,3 +306,26 @@ def test_one_xfrm_listing_is_split_into_states_and_policies():
     assert policy.startswith("src 10.10.1.10/32 dst") and policy.endswith("socket in priority 0 ptype main\n")
     assert xfrm.split_listing("src 10.0.0.1 dst 10.0.0.2\n") == ("src 10.0.0.1 dst 10.0.0.2\n", "")
     assert xfrm.split_listing("") == ("", "")
+
+
+def test_boot_marks_in_the_order_they_happened():
+    from lab.guest.executor import boot_marks
+    marks = boot_marks(" kernel=0.47 mounts=0.64 modules=1.00 crypto=1.29\n", 1.72, 1.73)
+    assert list(marks) == ["kernel", "mounts", "modules", "crypto", "python", "kernel_ready"]
+    assert marks["python"] == 1.72
+    # python done before the modules: it waited for them
+    assert list(boot_marks("kernel=0.5 mounts=0.6 modules=1.4 crypto=1.6", 1.2, 1.61)) == \
+        ["kernel", "mounts", "python", "modules", "crypto", "kernel_ready"]
+
+
+def test_the_executor_waits_for_the_guests_kernel_then_says_booted(tmp_path, monkeypatch, capsys):
+    import threading
+
+    from lab.guest.executor import wait_for_kernel
+    ready = tmp_path / "ready"
+    monkeypatch.setenv("LAB_KERNEL_READY", str(ready))
+    monkeypatch.setenv("LAB_BOOT", " kernel=0.4")
+    t = threading.Timer(0.2, lambda: ready.write_text(" kernel=0.4 modules=0.9\n"))
+    t.start()
+    assert wait_for_kernel(timeout=5) == " kernel=0.4 modules=0.9\n"
+    assert capsys.readouterr().out.startswith("@@guest booted ")

@@ -21,7 +21,8 @@ REAL = ROOT / "topologies" / "exchange-ssl-fe-real.yaml"
 ESSENTIAL = {"sh", "mkdir", "ln", "chmod", "sync", "sleep", "seq", "cat", "rm", "rmdir", "echo", "printf",
              "true", "test", "[", "umount", "env", "chroot", "tar", "truncate", "uname"}
 SHELL_WORDS = {"for", "do", "done", "if", "then", "else", "fi", "export", "cd", "exit", "kill", "wait",
-               "read", "exec", "break", "rc=$?", "sock=unix://{d}/docker.sock", "while", "trap"}
+               "read", "exec", "break", "rc=$?", "sock=unix://{d}/docker.sock", "while", "trap",
+               "mark", "mark()", "case", "esac", "tls|kcm|espintcp|tcp-ulp-*|net-pf-41)"}  # mark: the init's own function
 
 # Where Python code starts a program: subprocess.run/Popen([...]), "argv": [...], argv = [...],
 # and the program after `ip netns exec NS` (or lab.guest.netns.run_in(NS, ...)) or `sh -c "..."`.
@@ -58,9 +59,10 @@ def started_by_shell() -> set[str]:
 
     fill = {k: "X" for k in ("run_id", "modules", "module_list", "plan", "secrets",
                              "rcfile", "workdir", "d", "tarball", "tag")}
-    fill.update(docker="", binds="", python="python3", imports="docker -H X import X X",
-                crypto=uml.CRYPTO_WARMUP.format(batch="X"))
-    scripts = [uml.INIT.format(**fill), init_snippet("/w", seeded=True), SEED_BODY.format(**fill)]
+    fill.update(docker="", binds="", python="python3", python_env="PYTHONPATH=X ", python_flags="-S ", imports="docker -H X import X X",
+                kernel_ready=uml.KERNEL_READY.format(module_list="X", crypto=uml.CRYPTO_WARMUP.format(batch="X")))
+    scripts = [uml.INIT.format(**fill), uml.INIT_IN_TURN.format(**fill), init_snippet("/w", seeded=True),
+               SEED_BODY.format(**fill)]
     return set().union(*(shell_commands(s) for s in scripts)) - {"X"}
 
 

@@ -47,7 +47,7 @@ def test_the_init_binds_a_python_under_tmp_before_using_it(tmp_path, monkeypatch
     guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES))
     text = open(guest._write_init()).read()
     bind = text.index(f"mount -t hostfs -o '{tmp_path}")
-    assert text.index("mount -t tmpfs tmpfs /tmp") < bind < text.index(f"'{python}' -m lab.guest.executor")
+    assert text.index("mount -t tmpfs tmpfs /tmp") < bind < text.index(f"'{python}' -S -m lab.guest.executor")
     assert "halt" not in text and "sysrq-trigger" in text
     assert uml.GUEST_WORKDIR != "/tmp/lab"  # a checkout at /tmp/lab must not become the guest's workdir
 
@@ -59,3 +59,17 @@ def test_a_state_directory_with_spaces_is_refused_in_one_line(monkeypatch, capsy
     assert main(["cleanup"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "LAB_STATE_DIR" in err
+
+
+def test_the_boot_loads_the_modules_a_plan_uses():
+    from lab.compile.plan import build_plan
+    from lab.model.load import load_topology
+
+    def mods(name):
+        return set(uml.modules_for(build_plan(load_topology(f"topologies/{name}.yaml"), "t", "/tmp/x")).split())
+
+    assert {"esp4", "ah4", "veth", "bridge"} <= mods("exchange-fe-be-http")
+    assert not mods("exchange-fe-be-http") & {"cls_u32", "act_pedit", "nf_tables"}
+    assert {"cls_u32", "cls_matchall", "act_nat"} <= mods("firewall-missing-esp")
+    assert "act_pedit" in mods("ah-vs-esp")
+    assert set(uml.MODULES.split()) == set(uml.modules_for(None).split())  # no plan: all of them

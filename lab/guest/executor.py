@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from lab.guest import PROGRESS, capture, charon, failover, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
+from lab.guest import PROGRESS, capture, charon, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 
 def progress(phase: str, message: str, **extra) -> None:
@@ -132,6 +132,7 @@ class Run:
         return {"ca": pki["ca"], "crl": pki["crl"], "cert": pki["certs"].get(host), "key": self.keys.get(host)}
 
     def fail_over(self) -> None:
+        from lab.guest import failover  # only here: its imports (secrets, hmac) cost 0.07 s in the guest
         self.results["failover"] = failover.run(self.plan["failover"], self.charons, progress)
         time.sleep(0.3)
         self.results["received"] = list(self.listeners.received)
@@ -293,9 +294,47 @@ def _module_requests() -> list[str] | None:
         return [] if os.path.exists("/run/lab-modprobe") else None
 
 
+def _uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def boot_marks(marks: str, executor: float, ready: float) -> dict[str, float]:
+    """The guest init's marks (`kernel=1.38 mounts=1.46 ...`) and this executor's own, as the
+    guest's uptime at each, in order: where the boot went. `python` is when this executor got
+    to run (interpreter and imports, started after `mounts`, in parallel with `modules` and
+    `crypto` when those come later); `kernel_ready` when it found modules and crypto done."""
+    points = [(float(v), k) for k, _, v in (m.partition("=") for m in marks.split()) if v]
+    points += [(executor, "python"), (ready, "kernel_ready")]
+    return {name: round(t, 3) for t, name in sorted(points)}
+
+
+def wait_for_kernel(timeout: float = 120.0) -> str:
+    """In a UML guest whose init loads modules and warms the crypto up while this Python
+    starts: wait until it is done (its marks are in the file), then say the guest is booted."""
+    path = os.environ.get("LAB_KERNEL_READY")
+    marks = os.environ.get("LAB_BOOT", "")
+    if path:
+        deadline, marks = time.monotonic() + timeout, ""
+        while not marks.endswith("\n"):  # one echo: the file exists a moment before its line
+            if time.monotonic() > deadline:
+                raise RuntimeError("the guest's module loading and crypto warm-up did not finish")
+            time.sleep(0.01)
+            try:
+                with open(path) as f:
+                    marks = f.read()
+            except FileNotFoundError:
+                pass
+        print(f"@@guest booted {os.uname().release}", flush=True)
+    return marks
+
+
 def main(argv: list[str]) -> int:
     plan_path, secrets_path, workdir = argv
     signal.signal(signal.SIGTERM, _terminate)
+    started = _uptime() if os.environ.get("LAB_BOOT") is not None else None
+    marks = wait_for_kernel()
+    ready = _uptime() if started is not None else 0.0
     with open(plan_path) as f:
         plan = json.load(f)
     with open(secrets_path) as f:
@@ -303,6 +342,8 @@ def main(argv: list[str]) -> int:
     os.unlink(secrets_path)  # read once; nothing on disk holds a key after this
     os.makedirs(workdir, exist_ok=True)
     run = Run(plan, secrets["psk"], workdir, secrets.get("keys"), secrets)
+    if started is not None:  # a UML guest: where its boot went
+        run.results["boot_marks"] = boot_marks(marks, started, ready)
     status = 0
     try:
         run.bring_up()

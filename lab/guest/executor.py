@@ -69,10 +69,25 @@ class Run:
         hosts = self.plan["hosts"]
         progress("bring-up", f"{len(hosts)} hosts, {len(self.plan['networks'])} networks")
         mark = self._stepper("bring_up_steps")
+
+        def start_charons() -> None:
+            logs = os.path.join(self.outdir, "logs")
+            os.makedirs(logs, exist_ok=True)
+            for h in hosts:
+                if h["charon"] is not None:
+                    self.charons[h["name"]] = (self.docker.charon(h) if self.docker
+                                               else charon.Charon(h["name"], h["ns"], self.workdir, log_dir=logs))
+                    self.charons[h["name"]].settings = h["charon"].get("settings", {})
+            for c in self.charons.values():
+                c.start()
+
         if self.docker:
             self.docker.create(progress)
         else:
-            netns.create(self.plan)
+            # Each charon starts as soon as its namespace exists: its second of start-up in the
+            # guest runs while links, addresses, filters and captures are set up (it learns its
+            # addresses as they come; it sends nothing before its connections are loaded).
+            netns.create(self.plan, on_namespaces=start_charons)
         mark("namespaces")
         for h in hosts:  # packet filter and NAT on firewall hosts (tc, one process each)
             if h.get("firewall"):
@@ -85,17 +100,8 @@ class Run:
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
                          for n in self.plan["networks"]]
-        logs = os.path.join(self.outdir, "logs")
-        os.makedirs(logs, exist_ok=True)
-        for h in hosts:
-            if h["charon"] is not None:
-                self.charons[h["name"]] = (self.docker.charon(h) if self.docker
-                                           else charon.Charon(h["name"], h["ns"], self.workdir, log_dir=logs))
-        for h in hosts:
-            if h["name"] in self.charons:
-                self.charons[h["name"]].settings = h["charon"].get("settings", {})
-        for c in self.charons.values():
-            c.start()
+        if self.docker:
+            start_charons()
         mark("charons_started")
         # Each daemon costs the guest's one CPU its start-up: the wait grows with their number
         # (80 hosts on a loaded machine took 70 s to load; a fixed 30 s made a slow lab an error).

@@ -138,8 +138,9 @@ def queue_while_negotiating(host: dict) -> bool:
     return bool(conns)
 
 
-def create(plan: dict, attach: dict[str, int] | None = None) -> None:
-    """`attach` maps namespace names to PIDs (containers) whose namespace gets that name."""
+def create(plan: dict, attach: dict[str, int] | None = None, on_namespaces=None) -> None:
+    """`attach` maps namespace names to PIDs (containers) whose namespace gets that name;
+    `on_namespaces` is called once every namespace exists, before links and addresses."""
     sw = plan["switch_ns"]
     names = [sw] + [h["ns"] for h in plan["hosts"]]
     attach = attach or {}
@@ -158,6 +159,8 @@ def create(plan: dict, attach: dict[str, int] | None = None) -> None:
             write_sysctl(h["ns"], "net.core.xfrm_larval_drop", "0")
         if h["forward"]:
             write_sysctl(h["ns"], "net.ipv4.ip_forward", "1")
+    if on_namespaces:
+        on_namespaces()
     links = []
     for net in plan["networks"]:
         links.append(f"link add {net['bridge']} netns {sw} type bridge stp_state 0 forward_delay 0")

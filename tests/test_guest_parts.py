@@ -329,3 +329,11 @@ def test_the_executor_waits_for_the_guests_kernel_then_says_booted(tmp_path, mon
     t.start()
     assert wait_for_kernel(timeout=5) == " kernel=0.4 modules=0.9\n"
     assert capsys.readouterr().out.startswith("@@guest booted ")
+
+
+def test_policies_listed_first_split_the_same_way():
+    policies_first = LISTING.split("src 10.10.1.10/32")[1]
+    text = "src 10.10.1.10/32" + policies_first + LISTING.split("src 10.10.1.10/32")[0]
+    state, policy = xfrm.split_listing(text)
+    assert state.count("proto esp spi") == 2 and "dir out" not in state
+    assert policy.startswith("src 10.10.1.10/32 dst") and "proto esp spi" not in policy

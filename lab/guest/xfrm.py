@@ -58,13 +58,14 @@ def relax_inbound(ns: str, priorities: list[int]) -> list[str]:
 
 
 def split_listing(text: str) -> tuple[str, str]:
-    """`xfrm state list` then `xfrm policy list` in one output: a state block starts with
-    `src ADDRESS`, a policy block with `src PREFIX/LEN` (or `socket` policies after them)."""
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.startswith("src ") and "/" in line.split()[1]:
-            return "".join(lines[:i]), "".join(lines[i:])
-    return text, ""
+    """`xfrm policy list` and `xfrm state list` in one output, in either order: a state block
+    starts with `src ADDRESS`, a policy block with `src PREFIX/LEN` (socket policies too)."""
+    state, policy, cur = [], [], None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("src "):
+            cur = policy if "/" in line.split()[1] else state
+        (cur if cur is not None else state).append(line)
+    return "".join(state), "".join(policy)
 
 
 def stats(ns: str) -> dict[str, int]:

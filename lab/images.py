@@ -272,13 +272,13 @@ def _need(program: str) -> None:
         raise MissingTool(programs.describe(absent))
 
 
-def host_daemons(plan: dict) -> dict[str, tuple[str, ...]]:
+def host_daemons(plan) -> dict[str, tuple[str, ...]]:
     """host -> the real daemons it runs (lab.services fills plan hosts' `servers`)."""
-    return {h["name"]: tuple(sorted({d["name"] for d in h["servers"]["daemons"]}))
-            for h in plan["hosts"] if h.get("servers")}
+    return {h.name: tuple(sorted({d["name"] for d in h.servers["daemons"]}))
+            for h in plan.hosts if h.servers}
 
 
-def for_plan(plan: dict, on_progress=None, seed: bool = True) -> dict:
+def for_plan(plan, on_progress=None, seed: bool = True) -> dict:
     """The images a plan's containers need, built if missing: strongSwan's for every host, one
     with the host's daemons for each host that runs real servers. Returns the plan's `image`."""
     base = build(on_progress)

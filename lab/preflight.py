@@ -58,10 +58,11 @@ class KernelChoice:
             return f"host kernel {platform.release()} ({self.why})"
         return f"UML guest {self.uml.label} ({self.why})"
 
-    def provider(self, run_id: str, files):
+    def kernel(self, run_id: str, files, plan=None):
+        """The kernel object that runs this plan's executor."""
         if self.kind == "host":
-            return HostKernel(run_id, files)
-        return UmlGuest(run_id, files, self.uml)
+            return HostKernel(run_id, files, plan)
+        return UmlGuest(run_id, files, self.uml, plan)
 
 
 def choose_kernel(requested: str = "auto") -> KernelChoice:

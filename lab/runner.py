@@ -8,6 +8,7 @@ the evidence (captures, daemon logs, results), with the preshared key scrubbed f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from pathlib import Path
 from lab import cleanup, preflight, programs
 from lab.compile.plan import build_plan, destination_address
 from lab.compile.strongswan import covers
+from lab.contract import ContractError, Outcome, Plan, Probe, Results, read_results, write_plan
 from lab.errors import LabError, ProviderError
 from lab.model.load import load_topology
 from lab.pki import LabPki, build_pki
@@ -50,14 +52,12 @@ def new_run_dir() -> tuple[str, RunFiles]:
     return run_id, files
 
 
-def write_inputs(files: RunFiles, plan: dict, psk: str, pki: LabPki | None = None,
+def write_inputs(files: RunFiles, plan: Plan, psk: str, pki: LabPki | None = None,
                  extra: dict | None = None) -> None:
-    """The plan (no secrets; with certificates, the lab CA's public parts) and the secrets file
-    (0600; the preshared key and the hosts' private keys), which the executor deletes once read."""
-    if pki:
-        plan = {**plan, "pki": pki.public()}
-    with open(files.plan, "w") as f:
-        json.dump(plan, f, indent=1)
+    """The plan, complete and frozen (no secrets; with certificates, the lab CA's public parts),
+    and the secrets file (0600; the preshared key and the hosts' private keys), which the
+    executor deletes once read."""
+    write_plan(files.plan, plan)
     fd = os.open(files.secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"psk": psk, **(pki.secret() if pki else {}), **(extra or {})}, f)
@@ -69,8 +69,8 @@ class Execution:
 
     run_id: str
     kernel: str
-    plan: dict
-    results: dict
+    plan: Plan
+    results: Results
     outdir: str
     boot_seconds: float
     pki: LabPki | None = None  # the run's lab CA (authentication: certificates)
@@ -92,18 +92,19 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
     if topology.auth_method == "certificates" and pki is None:
         pki = build_pki(topology)  # a fresh lab CA per run; its keys go to the secrets file only
     try:
-        plan = build_plan(topology, run_id, files.outdir, failover=failover)
-        plan["provider"] = provider
+        plan = build_plan(topology, run_id, files.outdir, failover=failover, provider=provider)
         servers = prepare_servers(topology, plan, files.rundir, pki)  # real daemons, real clients
         if provider == "docker":  # built once, offline, from Debian packages; then reused by their tags
             from lab import images
-            plan["image"] = images.for_plan(plan, on_progress, seed=choice.kind == "uml")
+            plan.image = images.for_plan(plan, on_progress, seed=choice.kind == "uml")
+        plan.pki = pki.public() if pki else None
+        plan.freeze()  # complete: written once, read by the executor, never changed
         write_inputs(files, plan, psk, pki, servers.secret())
-        runner = choice.provider(run_id, files)
+        kernel_run = choice.kernel(run_id, files, plan)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
-        runner.run(on_progress)
+        kernel_run.run(on_progress)
         yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,
-                        runner.boot_seconds or 0.0, pki, servers), psk
+                        kernel_run.boot_seconds or 0.0, pki, servers), psk
     except ProviderError as exc:  # the run directory goes: first keep what explains the failure
         kept = keep_failure(files, report_dir, psk, pki) if report_dir else None
         raise ProviderError(f"{exc}; console log: {kept}" if kept else str(exc)) from None
@@ -123,14 +124,14 @@ def run(topology_path: str, report_dir: str, kernel: str = "auto",
     predicted flows as expectations)."""
     started = time.monotonic()
     topology = topology or load_topology(topology_path)
-    with executed(topology, kernel, on_progress, psk, provider, pki=pki, report_dir=report_dir) as (ex, key):
-        ex.servers.restore_credentials(ex.plan)  # the logins as they crossed the wire, host side
+    with executed(topology, kernel, on_progress, psk, provider, pki=pki, report_dir=report_dir) as (ex, psk_used):
+        plan = ex.servers.with_credentials(ex.plan)  # the logins as they crossed the wire, host side
         if secret_sink is not None:
             secret_sink.extend(ex.servers.secrets())
-        report = judge_run(topology, ex.plan, ex.results, ex.outdir)
+        report = judge_run(topology, plan, ex.results, ex.outdir)
         report.run_id, report.kernel = ex.run_id, ex.kernel
-        report.timings = {"guest_boot": round(ex.boot_seconds, 3), **ex.results.get("timings", {})}
-        report.artifacts = keep_artifacts(ex.outdir, report_dir, key, ex.pki)
+        report.timings = {"guest_boot": round(ex.boot_seconds, 3), **ex.results.timings}
+        report.artifacts = keep_artifacts(ex.outdir, report_dir, psk_used, ex.pki)
         if ex.pki:  # public: the CA certificate, the machine certificates and the CRL
             report.artifacts.update(ex.pki.write_public(report_dir))
         ex.servers.scrub(report_dir)  # the probe users' passwords, blanked in captures and logs
@@ -146,30 +147,33 @@ def run_failover(topology_path: str, scenario: str, report_dir: str, kernel: str
         known = ", ".join(f.name for f in topology.failovers) or "none"
         raise LabError(f"--scenario: no failover {scenario!r} in {topology_path} (known: {known})")
     f = next(x for x in topology.failovers if x.name == scenario)
-    with executed(topology, kernel, on_progress, None, provider, failover=scenario, report_dir=report_dir) as (ex, key):
-        if "failover" not in ex.results:
-            raise ProviderError(f"the failover run stopped early: {ex.results.get('errors')}")
+    with executed(topology, kernel, on_progress, None, provider, failover=scenario, report_dir=report_dir) as (ex, psk_used):
+        if ex.results.failover is None:
+            raise ProviderError(f"the failover run stopped early: {ex.results.errors}")
         packets = []
-        for net in (n["name"] for n in ex.plan["networks"]):
+        for net in (n["name"] for n in ex.plan.networks):
             packets += read_capture(net, os.path.join(ex.outdir, "captures", f"{net}.pcap"))
         src = topology.host(f.source)
         timers = topology.policy(src.policy).timers if src.policy else None
         profile = "none" if not timers else timers.name + (f" x{timers.time_scale:g}" if timers.time_scale != 1 else "")
-        result = judge_failover(ex.plan["failover"], ex.results["failover"], ex.results.get("events", {}),
-                                packets, profile, ex.results.get("received", []),
+        result = judge_failover(ex.plan.failover, ex.results.failover, ex.results.events,
+                                packets, profile, ex.results.received,
                                 line=f.where.line if f.where else None)
         result.run_id, result.kernel = ex.run_id, ex.kernel
-        result.artifacts = keep_artifacts(ex.outdir, report_dir, key, ex.pki)
+        result.artifacts = keep_artifacts(ex.outdir, report_dir, psk_used, ex.pki)
     return result
 
 
-def _read_results(files: RunFiles) -> dict:
+def _read_results(files: RunFiles) -> Results:
     path = Path(files.outdir, "results.json")
     if not path.exists():
         tail = Path(files.console).read_text(errors="replace").strip().splitlines()[-2:] \
             if Path(files.console).exists() else []
         raise ProviderError("the executor wrote no results" + (": " + " | ".join(tail) if tail else ""))
-    return json.loads(path.read_text())
+    try:
+        return read_results(str(path))
+    except ContractError as exc:
+        raise ProviderError(f"the executor's results do not match this lab: {exc}") from None
 
 
 def _scrubbed(data: bytes, psk: str, pki: LabPki | None) -> bytes:
@@ -197,65 +201,71 @@ def keep_failure(files: RunFiles, report_dir: str, psk: str, pki: LabPki | None 
     return keep_console(files, report_dir, psk, pki)
 
 
-def judge_run(topology, plan: dict, results: dict, outdir: str) -> RunReport:
-    networks = [n["name"] for n in plan["networks"]]
+def judge_run(topology, plan: Plan, results: Results, outdir: str) -> RunReport:
+    networks = [n["name"] for n in plan.networks]
     packets = []
     for net in networks:
         packets += read_capture(net, os.path.join(outdir, "captures", f"{net}.pcap"))
-    rows = child_sas(results.get("sas", {}))
-    outcomes = {o["id"]: o for o in results.get("probes", [])}
+    rows = child_sas(results.sas)
+    outcomes = {o.id: o for o in results.probes}
     logs = ike_log.IkeLogs(os.path.join(outdir, "logs"))  # read once for every flow
     verdicts = []
     firewall = FirewallJudge(plan, results)  # where a dropped flow was stopped (B7)
-    # The plan made one probe per expectation, in order; outcomes are matched by probe id, and
-    # a probe without one is a failed verdict, never a silent gap in the count.
-    for p, exp in zip(plan["probes"], topology.expectations, strict=True):
-        if p["id"] not in outcomes:
-            verdicts.append(unjudged(p, exp, results.get("errors", [])))
+    # The plan made one probe per expectation; each probe names its expectation and each
+    # outcome its probe (by id, never by position). A probe without an outcome is a failed
+    # verdict, never a silent gap in the count.
+    probes = {p.expectation: p for p in plan.probes}
+    if set(probes) != {e.id for e in topology.expectations}:
+        raise ProviderError(f"the plan's probes ({', '.join(sorted(probes))}) are not the topology's expectations")
+    for exp in topology.expectations:
+        p = probes[exp.id]
+        if p.id not in outcomes:
+            verdicts.append(unjudged(p, exp, results.errors))
             continue
         src = topology.host(exp.source)
-        node, answered = answering_node(p, results.get("received", []))
+        node, answered = answering_node(p, results.received)
         if node:  # a cluster: judged against the node that holds the VIP, whose IKE uses the VIP
-            p = {**p, "dst": node}
-        dst = topology.host(p["dst"])
-        address = p["cluster"]["vip"] if node else str(destination_address(src, dst))
-        pair = ((src.name, p["src_address"]), (dst.name, address))
-        verdicts.append(judge(p, outcomes[p["id"]], results.get("received", []), packets, rows, networks, exp,
-                              ike=ike_log.outcome(results, logs, *pair, near=outcomes[p["id"]]["t_start"]),
-                              soft_sa=_soft_sa(results, pair, p, outcomes[p["id"]]),
+            p = dataclasses.replace(p, dst=node)
+        dst = topology.host(p.dst)
+        address = p.cluster["vip"] if node else str(destination_address(src, dst))
+        pair = ((src.name, p.src_address), (dst.name, address))
+        outcome = outcomes[p.id]
+        verdicts.append(judge(p, outcome, results.received, packets, rows, networks, exp,
+                              ike=ike_log.outcome(results, logs, *pair, near=outcome.t_start),
+                              soft_sa=_soft_sa(results, pair, p, outcome),
                               firewall=firewall or None, answered_by=answered))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
     return RunReport(
         topology=topology.name, description=topology.description, path=topology.path, run_id="",
         kernel="", started=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings={},
-        verdicts=verdicts, sas=rows, ike_packets=ike, errors=list(results.get("errors", [])),
+        verdicts=verdicts, sas=rows, ike_packets=ike, errors=list(results.errors),
     )
 
 
-def answering_node(probe: dict, received: list[dict]) -> tuple[str | None, str | None]:
+def answering_node(probe: Probe, received: list[dict]) -> tuple[str | None, str | None]:
     """For a probe to a cluster: (the node to judge the flow against, what the verdict says).
     The node whose listener logged the probe's marker answered; with no such record (ICMP,
     answered by the kernel, or a flow that never arrived) it is the node holding the VIP."""
-    cluster = probe.get("cluster")
+    cluster = probe.cluster
     if not cluster:
         return None, None
-    heard = [r["host"] for r in received if r.get("marker") == probe["marker"] and r["host"] in cluster["nodes"]]
+    heard = [r["host"] for r in received if r.get("marker") == probe.marker and r["host"] in cluster["nodes"]]
     if heard:
         return heard[0], f"answered by {heard[0]} (node of {cluster['name']}, VIP {cluster['vip']})"
     holder = cluster["holder"]
     return holder, f"{cluster['name']}'s VIP {cluster['vip']} held by {holder}; no node's listener logged the probe"
 
 
-def _soft_sa(results: dict, pair, probe: dict, outcome: dict) -> str | None:
+def _soft_sa(results: Results, pair, probe: Probe, outcome: Outcome) -> str | None:
     """Did either host fall back to clear for the other (Windows soft SA) on a rule that covers
     this flow? A require rule towards the same peer gets no soft SA and stays blocked."""
     for (host, _), (_, peer) in (pair, pair[::-1]):
-        peer_port = probe["port"] if host == pair[0][0] else outcome.get("sport")
-        for entry in results.get("soft_sas", {}).get(host, []):
+        peer_port = probe.port if host == pair[0][0] else outcome.sport
+        for entry in results.soft_sas.get(host, []):
             if entry.get("peer") != peer:
                 continue
             # A real client may not report its port: then address and protocol decide.
-            if any(covers(ts if peer_port is not None else _without_port(ts), peer, probe["protocol"],
+            if any(covers(ts if peer_port is not None else _without_port(ts), peer, probe.protocol,
                           peer_port or 0) for ts in entry.get("remote_ts", [])):
                 return f"{host} fell back to clear for {peer} after {entry['after']:.1f} s of IKE silence (soft SA)"
     return None

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from vici.protocol import FiniteStream, Message, Packet
 
+from lab.contract import Plan
+
 
 def _encode(value):
     """Plain values the way charon sends them: every leaf a string."""
@@ -298,20 +300,20 @@ def free_ports(count: int) -> list[int]:
     return out
 
 
-def loopback_plan(plan: dict) -> dict:
+def loopback_plan(plan: Plan) -> Plan:
     """The same plan on this host's loopback: 10.a.b.c becomes 127.a.b.c, and each host's
     listeners get free ports of their own (all hosts share one namespace here)."""
-    text = re.sub(r"\b10\.(\d+)\.(\d+)\.(\d+)\b", r"127.\1.\2.\3", json.dumps(plan))
+    text = re.sub(r"\b10\.(\d+)\.(\d+)\.(\d+)\b", r"127.\1.\2.\3", json.dumps(plan.to_json()))
     text = re.sub(r"\b203\.0\.113\.(\d+)\b", r"127.203.113.\1", text)  # TEST-NET-3: the outside
-    plan = json.loads(text)
-    ports, free = {}, free_ports(sum(len(h["listeners"]) for h in plan["hosts"]))
-    for h in plan["hosts"]:
+    raw = json.loads(text)
+    ports, free = {}, free_ports(sum(len(h["listeners"]) for h in raw["hosts"]))
+    for h in raw["hosts"]:
         for svc in h["listeners"]:
             ports[(h["name"], svc["protocol"], svc["port"])] = svc["port"] = free.pop()
-    for p in plan["probes"]:
+    for p in raw["probes"]:
         owner = (p.get("cluster") or {}).get("holder") or p["dst"]  # a cluster's VIP: its holder answers
         p["port"] = ports.get((owner, p["protocol"], p["port"]), p["port"])
-    return plan
+    return Plan.from_json(raw, "loopback plan")
 
 
 def child_sa(name: str, local: str, remote: str, spi_in: str, spi_out: str, local_ts: list[str],

@@ -15,6 +15,7 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from lab.compile.plan import build_plan
+from lab.contract import Results
 from lab.errors import TopologyError
 from lab.model.load import load_topology
 from lab.runner import answering_node, judge_run
@@ -35,7 +36,7 @@ def plan(topology, tmp_path):
 
 
 def _probe(plan, expectation_id):
-    return next(p for p in plan["probes"] if p["expectation"] == expectation_id)
+    return next(p for p in plan.probes if p["expectation"] == expectation_id)
 
 
 def test_a_probe_to_a_cluster_goes_to_its_vip_and_every_node_listens(plan):
@@ -44,14 +45,14 @@ def test_a_probe_to_a_cluster_goes_to_its_vip_and_every_node_listens(plan):
     assert p["cluster"] == {"name": "mbx", "vip": VIP, "nodes": ["be1", "be2"], "holder": "be1"}
     assert _probe(plan, "fe->pf:pop3")["cluster"]["holder"] == "pf2"  # the owner, not the first node
     assert _probe(plan, "fe->be2:http")["cluster"] is None
-    listening = {h["name"]: {(x["protocol"], x["port"]) for x in h["listeners"]} for h in plan["hosts"]}
+    listening = {h["name"]: {(x["protocol"], x["port"]) for x in h["listeners"]} for h in plan.hosts}
     assert {("tcp", 80), ("tcp", 143)} <= listening["be1"] and {("tcp", 80), ("tcp", 143)} <= listening["be2"]
     assert ("tcp", 110) in listening["pf1"] and ("tcp", 110) in listening["pf2"]
 
 
 def test_a_tampered_flow_to_a_cluster_is_counted_on_the_vips_holder(plan):
     p = _probe(plan, "fe->mbx:http:tamper")
-    holder_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "be1")
+    holder_ns = next(h["ns"] for h in plan.hosts if h["name"] == "be1")
     assert p["tamper"]["router"] == "fw" and p["tamper"]["receiver_ns"] == holder_ns
 
 
@@ -76,9 +77,9 @@ def test_the_verdict_is_judged_against_the_answering_node_and_names_it(topology,
     p = _probe(plan, "fe->mbx:http")
     outcome = {"id": p["id"], "delivered": True, "error": None, "sport": 40000, "t_start": 1000.0,
                "t_end": 1001.0, "t_reply": 1000.9}
-    results = {"probes": [outcome], "received": [{"host": "be2", "marker": p["marker"]}],
-               "sas": _sas("be2", "c0000001", "c0000002")}
-    plan = {**plan, "probes": [p]}
+    results = Results.from_json({"run_id": "r1", "probes": [outcome], "received": [{"host": "be2", "marker": p["marker"]}],
+                                 "sas": _sas("be2", "c0000001", "c0000002")}, "test")
+    plan = replace(plan, probes=[p])
     (tmp_path / "captures").mkdir()
     wrpcap(str(tmp_path / "captures" / "internal.pcap"), [
         _frame(IP(src=FE, dst=VIP) / ESP(spi=0xC0000001, seq=1) / Raw(b"x" * 60), 1000.5),

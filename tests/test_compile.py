@@ -101,10 +101,10 @@ def test_covers_reads_selectors_as_charon_lists_them(ts, address, proto, port, e
 
 def test_plan_is_plain_json_without_secrets(topo):
     plan = build_plan(topo, "abc123", "/var/tmp/x/out")
-    text = json.dumps(plan)
+    text = json.dumps(plan.to_json())
     # The key travels only in the separate secrets file: no shared-secret entry in the plan.
     assert '"data"' not in text and "secret" not in text.lower()
-    hosts = {h["name"]: h for h in plan["hosts"]}
+    hosts = {h["name"]: h for h in plan.hosts}
     assert hosts["fw"]["forward"] is True and hosts["fe"]["forward"] is False
     assert hosts["fe"]["ns"] == "lab-abc123-h1"  # a short internal id, whatever the host's name
     assert hosts["fe"]["routes"] == [{"dst": "default", "via": "10.10.1.1"}]
@@ -116,11 +116,11 @@ def test_plan_is_plain_json_without_secrets(topo):
 
 def test_probes_carry_unique_markers_and_leave_from_the_right_address(topo):
     plan = build_plan(topo, "abc123", "/x")
-    probes = {p["expectation"]: p for p in plan["probes"]}
+    probes = {p["expectation"]: p for p in plan.probes}
     http = probes["fe->be:http"]
     assert (http["src_address"], http["dst_address"], http["protocol"], http["port"]) == \
         ("10.10.1.10", "10.10.2.20", "tcp", 80)
-    assert len({p["marker"] for p in plan["probes"]}) == len(plan["probes"])
+    assert len({p["marker"] for p in plan.probes}) == len(plan.probes)
     assert http["marker"] in http["payload"]
     assert http["credential_on_wire"] in http["payload"]
 

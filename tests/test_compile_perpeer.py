@@ -9,10 +9,12 @@ designs; these tests pin the compile rules behind them.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace as NS
 
 import pytest
 
 from lab.compile.strongswan import compile_host, runtime_hints
+from lab.contract import Results
 from lab.guest.softsa import covering
 from lab.model.load import load_topology
 from lab.runner import _soft_sa
@@ -134,18 +136,18 @@ def test_soft_sa_agent_falls_back_only_for_request_rules_covering_the_peer():
 
 def test_verdict_names_a_soft_sa_only_for_flows_it_covers():
     soft = {"peer": "10.10.2.40", "after": 3.1, "remote_ts": ["10.10.2.40/32[tcp/80]"]}
-    results = {"soft_sas": {"fe": [soft]}}
+    results = Results(run_id="t", soft_sas={"fe": [soft]})
     pair = (("fe", "10.10.1.10"), ("legacy", "10.10.2.40"))
-    http = {"protocol": "tcp", "port": 80}
-    smtp = {"protocol": "tcp", "port": 25}
-    assert "fell back to clear for 10.10.2.40" in _soft_sa(results, pair, http, {"sport": 40000})
-    assert _soft_sa(results, pair, smtp, {"sport": 40001}) is None  # Require towards the same peer
+    http = NS(protocol="tcp", port=80)
+    smtp = NS(protocol="tcp", port=25)
+    assert "fell back to clear for 10.10.2.40" in _soft_sa(results, pair, http, NS(sport=40000))
+    assert _soft_sa(results, pair, smtp, NS(sport=40001)) is None  # Require towards the same peer
     # legacy -> fe: from fe's side the peer's port is the client's, which tcp/80 does not cover
-    assert _soft_sa(results, pair[::-1], http, {"sport": 40002}) is None
+    assert _soft_sa(results, pair[::-1], http, NS(sport=40002)) is None
     # a real client that could not report its port: address and protocol decide
     soft = {"peer": "10.10.1.10", "after": 3.0, "remote_ts": ["10.10.1.10/32[tcp/80]"]}
-    results["soft_sas"] = {"legacy": [soft]}
-    assert _soft_sa(results, pair, http, {"sport": None}) is not None
+    results.soft_sas = {"legacy": [soft]}
+    assert _soft_sa(results, pair, http, NS(sport=None)) is not None
 
 
 CLUSTER = """\

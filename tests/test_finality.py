@@ -41,14 +41,14 @@ def test_the_responders_words_are_final_a_retransmit_is_not(tmp_path):
 
 def test_firewall_dropping_every_carrier_of_the_flow():
     fin, plan = _finality("firewall-missing-esp")
-    http, kerberos = plan["probes"]
+    http, kerberos = plan.probes
     assert fin._blocking_filters(http)  # TCP 80, ESP, AH, UDP 4500: all meet 'default drop'
     assert fin._blocking_filters(kerberos) is None  # allowed
 
 
 def test_a_flow_whose_esp_would_pass_but_whose_ike_cannot():
     fin, plan = _finality("firewall-missing-ike")  # ESP allowed, UDP 500 not
-    http, kerberos = plan["probes"]
+    http, kerberos = plan.probes
     assert fin._blocking_filters(http) is None  # ESP itself would pass
     [(fw, f)] = fin._ike_blocked(http)
     assert fw == "fw" and f["action"] == "drop"
@@ -58,7 +58,7 @@ def test_a_flow_whose_esp_would_pass_but_whose_ike_cannot():
 
 def test_hosts_with_a_soft_sa_fallback_always_wait():
     fin, plan = _finality("windows-default-policies")
-    watched = {p["src"] for p in plan["probes"] if fin._watchable(p)}
+    watched = {p["src"] for p in plan.probes if fin._watchable(p)}
     assert not any(h.startswith(("a-req", "b-req")) for h in watched)
 
 
@@ -85,10 +85,10 @@ def quick(monkeypatch):
 
 def test_a_firewall_that_counted_the_drops_ends_the_wait_after_the_grace(kernel, quick):
     fin, plan = _finality("firewall-missing-esp")
-    http, kerberos = plan["probes"]
-    deadlines = {p["id"]: Deadline(30) for p in plan["probes"]}
+    http, kerberos = plan.probes
+    deadlines = {p["id"]: Deadline(30) for p in plan.probes}
     kernel.answer(r"tc -s -j -batch", _counts(0))
-    fin.start(plan["probes"], deadlines)
+    fin.start(plan.probes, deadlines)
     try:
         time.sleep(0.3)
         assert deadlines[http["id"]].reason is None  # nothing counted yet: silence waits
@@ -118,14 +118,14 @@ def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(kernel
             with open(c.log_path, "w") as f:  # before the probes: not evidence
                 f.write("07:00:00.000 05[IKE] <peer-be|1> initiating IKE_SA peer-be[1] to 10.10.2.20\n"
                         "07:00:00.100 05[IKE] <peer-be|1> received NO_PROPOSAL_CHOSEN notify error\n")
-        for h in plan["hosts"]:
+        for h in plan.hosts:
             if h["name"] in charons:
                 h["ns"] = f"ns-{h['name']}"
         servers["fe"].sas = [{"peer-be": {"uniqueid": "2", "state": "CONNECTING", "remote-host": "10.10.2.20"}}]
         fin = finality.Finality(plan, charons)
-        [held] = [p for p in plan["probes"] if (p["src"], p["dst"], p["service"]) == ("fe", "be", "http")]
-        deadlines = {p["id"]: Deadline(30) for p in plan["probes"]}
-        fin.start(plan["probes"], deadlines)
+        [held] = [p for p in plan.probes if (p["src"], p["dst"], p["service"]) == ("fe", "be", "http")]
+        deadlines = {p["id"]: Deadline(30) for p in plan.probes}
+        fin.start(plan.probes, deadlines)
         try:
             time.sleep(0.3)
             assert not any(d.reason for d in deadlines.values())  # only old lines so far
@@ -149,7 +149,7 @@ def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(kernel
     assert deadlines[held["id"]].reason == ("IKE failed: fe: received NO_PROPOSAL_CHOSEN notify error; "
                                             "fe's kernel sends it only protected")
     # fe->be smtp and be->fe http leave in clear: an IKE failure between the pair says nothing of them
-    others = [p for p in plan["probes"] if p is not held]
+    others = [p for p in plan.probes if p is not held]
     assert others and not any(deadlines[p["id"]].reason for p in others)
     assert {g["probe"] for g in fin.given_up} == {held["id"]}
 
@@ -165,7 +165,7 @@ def test_a_host_without_a_key_of_its_own_fails_for_good_despite_the_peers_half_o
     fin.tails = tails
     for t in tails.values():
         t.read()
-    [nocert] = [p for p in plan["probes"] if p["src"] == "nocert"]
+    [nocert] = [p for p in plan.probes if p["src"] == "nocert"]
     half_open = [{"remote-host": "203.0.113.24", "state": "CONNECTING"}]
     fin._ikes = lambda host, peer: half_open if host == "edge" else []
     assert fin._ike_failed(nocert, 0) == "IKE failed: nocert: no private key found for 'CN=nocert'"
@@ -183,7 +183,7 @@ def test_a_daemon_that_does_not_answer_may_still_succeed(tmp_path):
 
 def test_nothing_to_watch_starts_no_thread():
     fin, plan = _finality("windows-default-policies")
-    fin.start(plan["probes"], {})
+    fin.start(plan.probes, {})
     assert fin._thread is None
     fin.stop()
 
@@ -192,13 +192,13 @@ def test_nothing_to_watch_starts_no_thread():
 
 def test_ike_dropped_at_the_firewall_ends_the_wait_once_counted(kernel, quick):
     fin, plan = _finality("firewall-missing-ike")
-    http, kerberos = plan["probes"]
-    fe_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "fe")
+    http, kerberos = plan.probes
+    fe_ns = next(h["ns"] for h in plan.hosts if h["name"] == "fe")
     kernel.answer(rf"ip -n {fe_ns} xfrm policy list", FE_TRAP)
     fin._ikes = lambda host, peer: []  # no IKE_SA between fe and be, in any state
-    deadlines = {p["id"]: Deadline(30) for p in plan["probes"]}
+    deadlines = {p["id"]: Deadline(30) for p in plan.probes}
     kernel.answer(r"tc -s -j -batch", _counts(0))
-    fin.start(plan["probes"], deadlines)
+    fin.start(plan.probes, deadlines)
     try:
         time.sleep(0.3)
         assert deadlines[http["id"]].reason is None  # nothing counted: silence waits
@@ -212,7 +212,7 @@ def test_ike_dropped_at_the_firewall_ends_the_wait_once_counted(kernel, quick):
 
 def test_ike_dropped_is_not_final_once_an_ike_sa_is_up(kernel):
     fin, plan = _finality("firewall-missing-ike")
-    http = plan["probes"][0]
+    http = plan.probes[0]
     fin._ikes = lambda host, peer: [{"remote-host": peer, "state": "ESTABLISHED"}]
     kernel.answer(r"xfrm policy list", FE_TRAP)
     key = lambda f: (f["dev"], f["pref"])  # noqa: E731
@@ -226,8 +226,8 @@ EDGE_IN = ("src 0.0.0.0/0 dst 10.20.1.10/32 proto tcp dport 443 \n\tdir in prior
 
 def test_clear_packets_refused_by_the_receivers_policy_end_the_wait_once_counted(kernel, quick, monkeypatch):
     fin, plan = _finality("ipsec-restricted-publishing")
-    [kiosk] = [p for p in plan["probes"] if p["src"] == "kiosk"]
-    edge_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "edge")
+    [kiosk] = [p for p in plan.probes if p["src"] == "kiosk"]
+    edge_ns = next(h["ns"] for h in plan.hosts if h["name"] == "edge")
     kernel.answer(rf"ip -n {edge_ns} xfrm policy list", EDGE_IN)
     kernel.answer(r"tc -s -j -batch", "[]\n[]\n[]\n[]\n")
     refused = {"n": 0}
@@ -246,6 +246,6 @@ def test_clear_packets_refused_by_the_receivers_policy_end_the_wait_once_counted
 
 def test_an_optional_inbound_template_accepts_clear_so_never_final(kernel):
     fin, plan = _finality("ipsec-restricted-publishing")
-    [kiosk] = [p for p in plan["probes"] if p["src"] == "kiosk"]
+    [kiosk] = [p for p in plan.probes if p["src"] == "kiosk"]
     kernel.answer(r"xfrm policy list", EDGE_IN + "\t\tlevel use \n")
     assert fin.final(kiosk, 0, {}, {}, {"edge": {"XfrmInTmplMismatch": 9}}, {"edge": {}}) is None

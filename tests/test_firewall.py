@@ -7,6 +7,7 @@ import pytest
 from lab.compile.firewall import firewall_plan, matches, nat_aliases
 from lab.compile.plan import build_plan
 from lab.compile.strongswan import compile_host
+from lab.contract import Results
 from lab.errors import TopologyError
 from lab.model.load import load_topology
 from lab.verdicts.firewall import FirewallJudge
@@ -130,7 +131,8 @@ def _pkt(net, src, dst, kind="clear", sport=40000, dport=25, t=1000.5):
 def test_judge_names_the_firewall_filter_and_its_counter():
     t = load_topology(ROOT + "firewall-ipsec-ruleset.yaml")
     plan = build_plan(t, "r1", "/nowhere")
-    results = {"firewall": {"fw": [{"dev": "eth0", "hook": "ingress", "pref": 60000, "packets": 14, "bytes": 900}]}}
+    results = Results(run_id="r1", firewall={"fw": [{"dev": "eth0", "hook": "ingress", "pref": 60000, "packets": 14,
+                                                     "bytes": 900}]})
     judge = FirewallJudge(plan, results)
     probe = {"src_address": "10.10.1.10", "dst_address": "10.10.2.20", "sport": 40000, "port": 25,
              "protocol": "tcp", "t_start": 1000.0, "t_end": 1010.0}

@@ -13,6 +13,7 @@ import pytest
 from fakes import child_sa, loopback_plan
 
 from lab.compile.plan import build_plan
+from lab.contract import Plan
 from lab.guest import executor
 from lab.model.load import load_topology
 
@@ -20,20 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PSK = "test-psk-never-written-9f3a"
 
 
-def plan_for(name: str, outdir: Path, run_id: str = "t1") -> dict:
+def plan_for(name: str, outdir: Path, run_id: str = "t1") -> Plan:
     topo = load_topology(str(ROOT / "topologies" / f"{name}.yaml"))
     return loopback_plan(build_plan(topo, run_id, str(outdir)))
 
 
-def execute(plan: dict, tmp_path: Path, secrets: dict | None = None) -> tuple[int, dict]:
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+def execute(plan: Plan, tmp_path: Path, secrets: dict | None = None) -> tuple[int, dict]:
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_json()))
     (tmp_path / "secrets.json").write_text(json.dumps({"psk": PSK, **(secrets or {})}))
     # A short work folder, as the guest's /tmp/lab: VICI socket paths hold a host name of up to
     # 63 characters and must stay within AF_UNIX's 108 bytes.
     with tempfile.TemporaryDirectory(prefix="lab") as work:
         code = executor.main([str(tmp_path / "plan.json"), str(tmp_path / "secrets.json"), work])
     assert not (tmp_path / "secrets.json").exists(), "the secrets file must be gone once read"
-    return code, json.loads((Path(plan["outdir"]) / "results.json").read_text())
+    return code, json.loads((Path(plan.outdir) / "results.json").read_text())
 
 
 XFRM_LISTING = ("src 127.10.1.10 dst 127.10.2.20\n\tproto esp spi 0xc60ab6f8 reqid 1 mode transport\n"
@@ -45,7 +46,7 @@ def fe_be(kernel, tmp_path, capsys):
     plan = plan_for("exchange-fe-be-http", tmp_path / "out")
     sa = child_sa("fe-be-http", "127.10.1.10", "127.10.2.20", "c60ab6f8", "cbc095cf",
                   ["127.10.1.10/32[tcp]"], ["127.10.2.20/32[tcp/http]"])
-    fe_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "fe")
+    fe_ns = next(h["ns"] for h in plan.hosts if h["name"] == "fe")
     kernel.sas[fe_ns] = [{"rule-fe-be-http": {"uniqueid": "1", "state": "ESTABLISHED",
                                                     "local-host": "127.10.1.10", "remote-host": "127.10.2.20",
                                                     "child-sas": {"fe-be-http-1": sa}}}]
@@ -58,10 +59,10 @@ def fe_be(kernel, tmp_path, capsys):
 def test_every_probe_is_sent_and_answered(fe_be):
     plan, code, results, kernel = fe_be
     assert code == 0 and results["errors"] == []
-    assert [o["id"] for o in results["probes"]] == [p["id"] for p in plan["probes"]]
+    assert [o["id"] for o in results["probes"]] == [p["id"] for p in plan.probes]
     assert all(o["delivered"] and o["sport"] and o["error"] is None for o in results["probes"])
     heard = {(r["host"], r["marker"]) for r in results["received"]}
-    assert heard == {(p["dst"], p["marker"]) for p in plan["probes"]}
+    assert heard == {(p["dst"], p["marker"]) for p in plan.probes}
     assert set(results["timings"]) >= {"bring_up", "probes", "collect", "teardown"}
     out = kernel.output
     assert executor.PROGRESS + '{"phase": "done"' in out and '"status": 0' in out
@@ -69,7 +70,7 @@ def test_every_probe_is_sent_and_answered(fe_be):
 
 def test_each_charon_gets_exactly_its_connections_and_the_key(fe_be):
     plan, _, _, kernel = fe_be
-    ipsec = {h["ns"]: h for h in plan["hosts"] if h["charon"] is not None}
+    ipsec = {h["ns"]: h for h in plan.hosts if h["charon"] is not None}
     assert set(kernel.charons) == set(ipsec)
     for ns, server in kernel.charons.items():
         loaded = {name: conn for m in server.commands("load-conn") for name, conn in m.items()}
@@ -81,11 +82,11 @@ def test_what_the_daemons_said_is_collected_without_the_key(fe_be, tmp_path):
     plan, _, results, kernel = fe_be
     assert results["sas"]["fe"][0]["rule-fe-be-http"]["child-sas"]["fe-be-http-1"]["spi-in"] == "c60ab6f8"
     assert results["sas"]["be"] == [] and set(results["policies"]) == {"fe", "be"}
-    assert set(results["xfrm"]) == {h["name"] for h in plan["hosts"]}
+    assert set(results["xfrm"]) == {h["name"] for h in plan.hosts}
     assert results["xfrm"]["fw"] is None and "XfrmInError" in results["xfrm"]["fe"]["stat"]
     state, policy = XFRM_LISTING.split("src 127.10.1.10/32")
     assert results["xfrm"]["fe"]["state"] == state and results["xfrm"]["fe"]["policy"] == "src 127.10.1.10/32" + policy
-    fe_ns = next(h["ns"] for h in plan["hosts"] if h["name"] == "fe")
+    fe_ns = next(h["ns"] for h in plan.hosts if h["name"] == "fe")
     [listing] = [c for c in kernel.calls if c.argv[:3] == ["ip", "-n", fe_ns] and "-s" in c.argv]
     assert listing.input == "xfrm state list nokeys\nxfrm policy list\n"  # never the session keys
     written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
@@ -94,11 +95,11 @@ def test_what_the_daemons_said_is_collected_without_the_key(fe_be, tmp_path):
 
 def test_everything_is_brought_up_and_torn_down(fe_be):
     plan, _, results, kernel = fe_be
-    names = [plan["switch_ns"]] + [h["ns"] for h in plan["hosts"]]
+    names = [plan.switch_ns] + [h["ns"] for h in plan.hosts]
     add = next(c for c in kernel.calls if c.argv[:2] == ["ip", "-batch"] and "netns add" in (c.input or ""))
     assert add.input.split("\n")[:-1] == [f"netns add {n}" for n in names]
     captures = kernel.commands("tcpdump")
-    assert [c.argv[c.argv.index("-i") + 1] for c in captures] == [n["bridge"] for n in plan["networks"]]
+    assert [c.argv[c.argv.index("-i") + 1] for c in captures] == [n["bridge"] for n in plan.networks]
     assert results["namespaces_left"] == []
     for server in kernel.charons.values():  # each daemon was stopped (SIGTERM), then reaped
         assert server._closed
@@ -130,7 +131,7 @@ def test_every_shipped_plan_runs_through_the_executor(name, kernel, tmp_path):
     plan = plan_for(name, tmp_path / "out")
     code, results = execute(plan, tmp_path)
     assert code == 0, results["errors"]
-    assert {o["id"] for o in results["probes"]} == {p["id"] for p in plan["probes"]}
+    assert {o["id"] for o in results["probes"]} == {p["id"] for p in plan.probes}
     assert all(o["delivered"] for o in results["probes"]), [o for o in results["probes"] if not o["delivered"]]
 
 
@@ -140,12 +141,12 @@ def test_a_failover_moves_the_vip_under_a_stream_of_requests(scenario, kernel, t
 
     topo = load_topology(str(ROOT / "topologies" / "exchange-cluster-failover.yaml"))
     plan = loopback_plan(build_plan(topo, "t1", str(tmp_path / "out"), failover=scenario))
-    fo = plan["failover"]
-    owner = next(h for h in plan["hosts"] if h["name"] == fo["from"]["host"])
+    fo = plan.failover
+    owner = next(h for h in plan.hosts if h["name"] == fo["from"]["host"])
     fo["port"] = next(s["port"] for s in owner["listeners"] if s["service"] == fo["service"])
     fo["warmup"], fo["deadline"] = 0.3, 5.0  # loopback answers at once
     kernel.sas[owner["ns"]] = [{"vip": {"uniqueid": "7", "state": "ESTABLISHED"}}]
-    client = next(h for h in plan["hosts"] if h["name"] == fo["src"])  # its SA with the VIP is up
+    client = next(h for h in plan.hosts if h["name"] == fo["src"])  # its SA with the VIP is up
     kernel.events[client["ns"]] = [("child-updown", {"up": "yes", "peer-vip": {
         "remote-host": fo["vip"], "local-host": fo["src_address"], "child-sas": {"c-1": {"spi-in": "c0ffee01"}}}})]
     code, results = execute(plan, tmp_path)

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 from fakes import ScriptedVici
@@ -175,10 +176,10 @@ def test_the_agent_records_a_daemon_that_went_away(daemon):
 # ---- netns, firewall, xfrm: the commands they give the kernel ---------------------------------
 
 def test_netns_create_builds_switch_links_and_hosts(kernel):
-    plan = {"switch_ns": "sw", "networks": [{"name": "dmz", "bridge": "br0"}],
-            "hosts": [{"name": "fe", "ns": "ns-fe", "forward": True, "routes": [{"dst": "default", "via": "10.0.0.1"}],
-                       "interfaces": [{"ifname": "eth0", "peer": "h0i0", "bridge": "br0", "address": "10.0.0.2/24"}],
-                       "vips": [{"address": "10.0.0.9/24", "ifname": "eth0"}]}]}
+    plan = SimpleNamespace(switch_ns="sw", networks=[{"name": "dmz", "bridge": "br0"}], probes=[], hosts=[
+        {"name": "fe", "ns": "ns-fe", "forward": True, "routes": [{"dst": "default", "via": "10.0.0.1"}],
+         "interfaces": [{"ifname": "eth0", "peer": "h0i0", "bridge": "br0", "address": "10.0.0.2/24"}],
+         "vips": [{"address": "10.0.0.9/24", "ifname": "eth0"}]}])
     netns.create(plan, attach={"ns-fe": 4242})
     batches = [(c.argv, c.input) for c in kernel.calls if "-batch" in c.argv]
     assert batches[0] == (["ip", "-batch", "-"], "netns add sw\nnetns attach ns-fe 4242\n")
@@ -274,11 +275,11 @@ def test_trapped_packets_queue_only_where_every_trap_leads_to_one_peer():
 def test_netns_create_lets_packets_wait_for_ike_only_on_probe_runs(kernel):
     host = {"name": "fe", "ns": "ns-fe", "forward": False, "routes": [], "interfaces": [],
             **_trap_host("10.0.0.2/32[tcp/80]")}
-    plan = {"switch_ns": "sw", "networks": [], "hosts": [host]}
+    plan = SimpleNamespace(switch_ns="sw", networks=[], hosts=[host], probes=[])
 
     def larval():
         return [c.argv[-1] for c in kernel.calls if c.argv[0] == "sysctl" and "xfrm_larval_drop" in c.argv[-1]]
-    netns.create({**plan, "probes": [{"id": "p1"}]})
+    netns.create(SimpleNamespace(**{**vars(plan), "probes": [{"id": "p1"}]}))
     assert larval() == ["net.core.xfrm_larval_drop=0"]
     kernel.calls.clear()
     netns.create(plan)  # a failover run: dropped requests are what it measures

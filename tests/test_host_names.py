@@ -63,15 +63,15 @@ def test_other_names_are_refused_with_the_rule(tmp_path, name, why):
 def test_namespaces_and_interfaces_get_short_ids_and_the_plan_keeps_the_names(tmp_path):
     topology = load_topology(_write(tmp_path))
     plan = build_plan(topology, "abc123", str(tmp_path))
-    names = [h["name"] for h in plan["hosts"]]
+    names = [h["name"] for h in plan.hosts]
     assert names == ["sw", FE, LONG, "outlook2002", "dc01-corp"]
-    namespaces = [h["ns"] for h in plan["hosts"]] + [plan["switch_ns"]]
+    namespaces = [h["ns"] for h in plan.hosts] + [plan.switch_ns]
     assert len(set(namespaces)) == len(namespaces)  # a host called 'sw' is not the switch
     assert all(len(ns) <= len("lab-abc123-h99") for ns in namespaces)
-    ifnames = [n for h in plan["hosts"] for i in h["interfaces"] for n in (i["ifname"], i["peer"])]
+    ifnames = [n for h in plan.hosts for i in h["interfaces"] for n in (i["ifname"], i["peer"])]
     assert all(len(n) <= 15 for n in ifnames)  # IFNAMSIZ - 1
-    assert [p["src"] for p in plan["probes"]] == [FE, "outlook2002"]
-    assert plan["probes"][0]["dst"] == LONG
+    assert [p["src"] for p in plan.probes] == [FE, "outlook2002"]
+    assert plan.probes[0]["dst"] == LONG
 
 
 def test_certificates_carry_the_full_name(tmp_path):

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from types import SimpleNamespace as NS
 
 import pytest
 
@@ -157,8 +158,8 @@ def test_a_plan_gets_a_role_image_for_each_host_with_real_servers(monkeypatch, t
         return images.Image(ident, tmp_path / f"{ident}.tar", {"tag": images.tag(ident, daemons)})
 
     monkeypatch.setattr(images, "build", fake_build)
-    plan = {"hosts": [{"name": "fe"}, {"name": "fw"},
-                      {"name": "be", "servers": {"daemons": [{"name": "nginx"}, {"name": "dovecot"}]}}]}
+    plan = NS(hosts=[NS(name="fe", servers=None), NS(name="fw", servers=None),
+                     NS(name="be", servers={"daemons": [{"name": "nginx"}, {"name": "dovecot"}]})])
     out = images.for_plan(plan, seed=False)
     assert out["hosts"] == {"be": images.tag(daemons=("dovecot", "nginx"))}
     assert out["tag"] == images.tag() and "seed" not in out

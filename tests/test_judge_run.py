@@ -15,6 +15,7 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from lab.compile.plan import build_plan
+from lab.contract import read_results
 from lab.model.load import load_topology
 from lab.runner import judge_run
 
@@ -63,13 +64,13 @@ def report(tmp_path_factory):
     outdir = tmp_path_factory.mktemp("run")
     topo = load_topology(str(ROOT / "topologies" / "exchange-fe-be-http.yaml"))
     plan = build_plan(topo, "judge1", str(outdir))
-    for i, p in enumerate(plan["probes"], 1):  # the markers results.json speaks of
-        p["marker"], p["credential_on_wire"] = marker(i), f"cred-{i}"
+    for i, p in enumerate(plan.probes, 1):  # the markers results.json speaks of
+        p.marker, p.credential_on_wire = marker(i), f"cred-{i}"
     results = json.loads((DATA / "results.json").read_text())
     write_captures(outdir, results)
     (outdir / "logs").mkdir()
     shutil.copy(DATA / "charon-be.log", outdir / "logs" / "charon-be.log")
-    return judge_run(topo, plan, results, str(outdir))
+    return judge_run(topo, plan, read_results(str(DATA / "results.json")), str(outdir))
 
 
 def by_id(report, ident):

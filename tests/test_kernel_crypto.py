@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace as NS
+
 from lab.compile import kernel_crypto
 from lab.compile.plan import build_plan
 from lab.model.load import load_topology
 
 
-def _plan(proposals: dict) -> dict:
-    return {"hosts": [{"charon": None}, {"charon": {"conns": {"c": {"children": {"x": proposals}}}}}]}
+def _plan(proposals: dict) -> NS:
+    return NS(hosts=[{"charon": None}, {"charon": {"conns": {"c": {"children": {"x": proposals}}}}}])
 
 
 def test_gcm_and_cbc_proposals_map_to_the_kernel_names_charon_installs():
@@ -30,7 +32,7 @@ def test_batch_adds_then_flushes_in_the_guests_own_namespace():
     lines = kernel_crypto.warmup_batch(_plan({"esp_proposals": ["aes256gcm16"]}))
     assert lines[0].startswith("xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp")
     assert "aead 'rfc4106(gcm(aes))' 0x" in lines[0] and lines[-1] == "xfrm state flush"
-    assert kernel_crypto.warmup_batch({"hosts": [{"charon": None}]}) == []
+    assert kernel_crypto.warmup_batch(NS(hosts=[{"charon": None}])) == []
 
 
 def test_every_shipped_design_warms_up_the_default_and_windows_methods():

@@ -125,6 +125,8 @@ def test_psk_connections_unchanged():
 def test_no_private_key_in_the_plan_only_in_the_0600_secrets(tmp_path, publish, pki):
     files = RunFiles(str(tmp_path))
     plan = build_plan(publish, "abc123", files.outdir)
+    plan.pki = pki.public()  # as the runner completes it, before freezing
+    plan.freeze()
     write_inputs(files, plan, "k" * 24, pki)
     text = Path(files.plan).read_text()
     assert "PRIVATE KEY" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.compile.plan import build_plan
+from lab.contract import Results
 from lab.model.load import load_topology
 from lab.runner import judge_run
 
@@ -19,8 +20,9 @@ def _outcome(probe: dict) -> dict:
 def test_a_probe_without_an_outcome_is_a_failed_verdict_naming_its_expectation(tmp_path):
     topology = load_topology(DATA / "good.yaml")
     plan = build_plan(topology, "r1", str(tmp_path))
-    first, second, third = plan["probes"]
-    results = {"probes": [_outcome(first), _outcome(third)], "errors": ["probe thread died"]}
+    first, second, third = plan.probes
+    results = Results.from_json({"run_id": "r1", "probes": [_outcome(first), _outcome(third)],
+                                 "errors": ["probe thread died"]}, "test")
     report = judge_run(topology, plan, results, str(tmp_path))
     assert len(report.verdicts) == len(topology.expectations) == 3
     missing = report.verdicts[1]
@@ -36,7 +38,7 @@ def test_a_probe_without_an_outcome_is_a_failed_verdict_naming_its_expectation(t
 def test_outcomes_are_matched_by_probe_id_whatever_their_order(tmp_path):
     topology = load_topology(DATA / "good.yaml")
     plan = build_plan(topology, "r1", str(tmp_path))
-    results = {"probes": [_outcome(p) for p in reversed(plan["probes"])]}
+    results = Results.from_json({"run_id": "r1", "probes": [_outcome(p) for p in reversed(plan.probes)]}, "test")
     report = judge_run(topology, plan, results, str(tmp_path))
     assert [v.id for v in report.verdicts] == [e.id for e in topology.expectations]
     assert all(v.observed == "dropped" for v in report.verdicts)

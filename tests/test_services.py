@@ -32,7 +32,7 @@ def test_front_end_proxies_tls_to_back_end_and_refuses_plain_http(tmp_path):
     assert "@ROOT@/run/nginx.pid" in conf  # pid, logs and temp files on the guest's tmpfs
     be = (tmp_path / "run/servers/be/nginx.conf").read_text()
     assert "auth_basic_user_file @ROOT@/htpasswd" in be
-    fe = next(h for h in plan["hosts"] if h["name"] == "fe")
+    fe = next(h for h in plan.hosts if h["name"] == "fe")
     assert fe["servers"]["ports"] == [["tcp", 80], ["tcp", 443]]
     assert fe["listeners"] == []  # nginx replaces the lab's listeners on 80 and 443
     assert fe["servers"]["secret_files"] == ["tls/key.pem"]
@@ -42,7 +42,7 @@ def test_front_end_proxies_tls_to_back_end_and_refuses_plain_http(tmp_path):
 
 def test_no_password_or_key_in_the_plan_or_rendered_files(tmp_path):
     _t, plan, servers = _prepared(tmp_path)
-    text = json.dumps(plan)
+    text = json.dumps(plan.to_json())
     assert servers.passwords and "PRIVATE KEY" not in text
     for pw in servers.passwords.values():
         assert pw not in text
@@ -55,13 +55,14 @@ def test_no_password_or_key_in_the_plan_or_rendered_files(tmp_path):
 
 def test_real_clients_and_the_proxied_leg(tmp_path):
     _t, plan, servers = _prepared(tmp_path)
-    probes = {p["expectation"]: p for p in plan["probes"]}
+    probes = {p["expectation"]: p for p in plan.probes}
     https = probes["client->fe:https"]
     assert https["client"]["kind"] == "curl" and "--cacert" in https["client"]["argv"]
     assert "BEGIN CERTIFICATE" in https["client"]["files"]["ca.pem"]
     leg = probes["fe->be:http@proxy-of-client"]
     assert leg["proxied"]["of"] == https["id"]
-    servers.restore_credentials(plan)
+    restored = {p.expectation: p for p in servers.with_credentials(plan).probes}
+    https, leg = restored["client->fe:https"], restored["fe->be:http@proxy-of-client"]
     assert leg["credential_on_wire"] == https["credential_on_wire"] != https["marker"]
 
 
@@ -70,7 +71,7 @@ def test_domain_controller_kdc_and_slapd_from_the_cache(tmp_path, monkeypatch):
         pytest.skip("krb5-kdc / slapd not installed (make setup)")
     monkeypatch.setattr(P, "CACHE", tmp_path / "cache")
     _t, plan, _servers = _prepared(tmp_path, "kb821839-c-real")
-    dc = next(h for h in plan["hosts"] if h["name"] == "dc")
+    dc = next(h for h in plan.hosts if h["name"] == "dc")
     assert {d["name"] for d in dc["servers"]["daemons"]} == {"krb5kdc", "slapd"}
     assert dc["servers"]["ports"] == [["tcp", 88], ["tcp", 389], ["tcp", 3268], ["udp", 88]]
     root = tmp_path / "run/servers/dc"

@@ -4,6 +4,7 @@ its own /tmp and /run tmpfs is mounted back from the host, quoted, and nothing m
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 from lab.providers import uml
 from lab.providers.base import RunFiles
@@ -43,8 +44,8 @@ def test_the_init_binds_a_python_under_tmp_before_using_it(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "executable", str(python))
     rundir = tmp_path / "run"
     rundir.mkdir()
-    (rundir / "plan.json").write_text('{"provider": "netns"}')
-    guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES))
+    plan = SimpleNamespace(provider="netns", image=None, hosts=[])
+    guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES), plan)
     text = open(guest._write_init()).read()
     bind = text.index(f"mount -t hostfs -o '{tmp_path}")
     assert text.index("mount -t tmpfs tmpfs /tmp") < bind < text.index(f"'{python}' -S -m lab.guest.executor")

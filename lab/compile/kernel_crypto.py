@@ -46,10 +46,10 @@ def _esp(tokens: list[str]) -> list[tuple[str, ...]]:
     return [("enc", enc[0], enc[1], *i) for i in integ] if enc else []
 
 
-def algorithms(plan: dict) -> list[tuple[str, ...]]:
+def algorithms(plan) -> list[tuple[str, ...]]:
     """Every distinct kernel transform the plan's ESP and AH proposals can negotiate."""
     found: list[tuple[str, ...]] = []
-    for host in plan.get("hosts", []):
+    for host in plan.hosts:
         for conn in ((host.get("charon") or {}).get("conns") or {}).values():
             for child in (conn.get("children") or {}).values():
                 for proposal in child.get("esp_proposals", []):

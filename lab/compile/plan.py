@@ -1,4 +1,4 @@
-"""Compile a topology into a plan: the plain-JSON recipe the executor runs inside the lab kernel.
+"""Compile a topology into a plan: the typed recipe (lab.contract.Plan) the executor runs inside the lab kernel.
 
 The plan names every namespace, link, route, listener, daemon configuration and probe, so the
 executor needs no knowledge of the model and stays lean (it runs in a guest where every import
@@ -14,6 +14,7 @@ import secrets as _secrets
 
 from lab.compile.firewall import firewall_plan, nat_aliases
 from lab.compile.strongswan import charon_settings, compile_host, runtime_hints
+from lab.contract import HostPlan, Plan, Probe
 from lab.model.topology import Expectation, Host, Topology
 
 # Seconds; covers TCP's SYN retries at 1 s and 3 s while IKE runs, and a Windows soft SA that
@@ -148,33 +149,33 @@ def payload(service: str, marker: str, credential: str) -> tuple[str, str]:
     return f"{marker} {credential}\n", credential
 
 
-def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[str, str]) -> dict:
+def probe_plan(topology: Topology, index: int, exp: Expectation, run_ns: dict[str, str]) -> Probe:
     src = topology.host(exp.source)
     dst_address = target_address(topology, src, exp.destination)
     marker = f"LABPROBE-p{index}-{_secrets.token_hex(4)}"
     credential = f"fake-{_secrets.token_hex(6)}"
     text, on_wire = payload(exp.service.name, marker, credential)
-    return {
-        "id": f"p{index}",
-        "expectation": exp.id,
-        "src": src.name,
-        "src_address": source_address(topology, src, dst_address),
-        "dst": exp.destination,  # a host, or a cluster (its VIP): see `cluster`
-        "dst_address": via_address(topology, exp, dst_address),
-        "cluster": _cluster_target(topology, exp.destination),
-        "via": exp.via,
-        "tamper": tamper_plan(topology, exp, run_ns),
-        "protocol": exp.service.protocol,
-        "port": exp.service.port,
-        "service": exp.service.name,
+    return Probe(
+        id=f"p{index}",
+        expectation=exp.id,
+        src=src.name,
+        src_address=source_address(topology, src, dst_address),
+        dst=exp.destination,  # a host, or a cluster (its VIP): see `cluster`
+        dst_address=via_address(topology, exp, dst_address),
+        cluster=_cluster_target(topology, exp.destination),
+        via=exp.via,
+        tamper=tamper_plan(topology, exp, run_ns),
+        protocol=exp.service.protocol,
+        port=exp.service.port,
+        service=exp.service.name,
         # A readable marker and a fake credential: if either shows on the wire, the flow leaked.
-        "marker": marker,
-        "payload": text,
-        "credential_on_wire": on_wire,
-        "timeout": TAMPER_TIMEOUT if exp.tamper else PROBE_TIMEOUT + exp.bulk_kilobytes / 64,
-        "bulk": exp.bulk_kilobytes * 1024,  # B16: bytes sent after the payload, timed
-        "nat_aliases": nat_aliases(topology),  # the classifier's second name for NATed addresses
-    }
+        marker=marker,
+        payload=text,
+        credential_on_wire=on_wire,
+        timeout=TAMPER_TIMEOUT if exp.tamper else PROBE_TIMEOUT + exp.bulk_kilobytes / 64,
+        bulk=exp.bulk_kilobytes * 1024,  # B16: bytes sent after the payload, timed
+        nat_aliases=nat_aliases(topology),  # the classifier's second name for NATed addresses
+    )
 
 
 def _cluster_target(topology: Topology, name: str) -> dict | None:
@@ -229,7 +230,10 @@ def _recovery_bound(topology: Topology, host: Host) -> float:
     return t.idle_seconds + t.renegotiate_seconds + 5
 
 
-def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | None = None) -> dict:
+def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | None = None,
+               provider: str = "netns") -> Plan:
+    """The plan, still open: the services step (lab.services.prepare) completes it, then the
+    runner freezes it and writes it once (lab.contract)."""
     ns = namespace_names(run_id, topology)
     networks = [
         {"name": n.name, "bridge": f"br{i}", "subnet": str(n.subnet)}
@@ -240,12 +244,12 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
     hosts = []
     for hi, h in enumerate(topology.hosts):
         prefixlen = {n.name: n.subnet.prefixlen for n in topology.networks}
-        hosts.append({
-            "name": h.name,
-            "role": h.role,
-            "ns": ns[h.name],
-            "forward": h.forwards,
-            "interfaces": [
+        hosts.append(HostPlan(
+            name=h.name,
+            role=h.role,
+            ns=ns[h.name],
+            forward=h.forwards,
+            interfaces=[
                 {
                     "ifname": h.ifname(i.network),
                     "peer": f"h{hi}i{ii}",  # the switch-side end of the veth
@@ -255,22 +259,22 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
                 }
                 for ii, i in enumerate(h.interfaces)
             ],
-            "routes": route_plan(topology, h),
-            "listeners": listen[h.name],
-            "vips": vip_addresses(topology, h),
-            "firewall": firewall_plan(topology, h),  # tc filters and NAT (lab.compile.firewall)
-            "charon": {"conns": compile_host(topology, h), "settings": charon_settings(topology, h),
-                       **runtime_hints(topology, h)} if h.policy else None,
-        })
-    return {
-        "format": 1,
-        "run_id": run_id,
-        "topology": topology.name,
-        "outdir": outdir,
-        "switch_ns": ns[SWITCH],
-        "networks": networks,
-        "hosts": hosts,
-        "probes": [] if failover else [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],
-        "failover": failover_plan(topology, failover, ns) if failover else None,
-        "nat_aliases": nat_aliases(topology),  # inside address -> its address outside the NAT
-    }
+            routes=route_plan(topology, h),
+            listeners=listen[h.name],
+            vips=vip_addresses(topology, h),
+            firewall=firewall_plan(topology, h),  # tc filters and NAT (lab.compile.firewall)
+            charon={"conns": compile_host(topology, h), "settings": charon_settings(topology, h),
+                    **runtime_hints(topology, h)} if h.policy else None,
+        ))
+    return Plan(
+        run_id=run_id,
+        topology=topology.name,
+        outdir=outdir,
+        switch_ns=ns[SWITCH],
+        networks=networks,
+        hosts=hosts,
+        probes=[] if failover else [probe_plan(topology, i + 1, e, ns) for i, e in enumerate(topology.expectations)],
+        failover=failover_plan(topology, failover, ns) if failover else None,
+        nat_aliases=nat_aliases(topology),  # inside address -> its address outside the NAT
+        provider=provider,
+    )

@@ -306,8 +306,8 @@ class DockerHosts:
 
     def __init__(self, plan: dict, workdir: str):
         self.plan, self.workdir = plan, workdir
-        self.engine = Engine(workdir, plan["run_id"])
-        self.info: dict = {"image": plan["image"]["tag"], "images": plan["image"].get("hosts", {})}
+        self.engine = Engine(workdir, plan.run_id)
+        self.info: dict = {"image": plan.image["tag"], "images": plan.image.get("hosts", {})}
         self.pids: dict[str, int] = {}
         self.engine.start()
 
@@ -319,7 +319,7 @@ class DockerHosts:
         self.info["dockerd_ready_s"] = round(time.monotonic() - t, 3)
         self.info["dockerd_version"] = self.engine.client.version().get("Version")
         t = time.monotonic()
-        how = self.engine.ensure_image(self.plan["image"])
+        how = self.engine.ensure_image(self.plan.image)
         self.info["image_" + how + "_s"] = round(time.monotonic() - t, 3)
         progress("bring-up", f"dockerd {self.info['dockerd_version']} ready; image {self.info['image']} {how}")
         t = time.monotonic()
@@ -328,13 +328,13 @@ class DockerHosts:
         def start(h):
             t1 = time.monotonic()
             try:
-                tag = self.plan["image"].get("hosts", {}).get(h["name"], self.plan["image"]["tag"])
+                tag = self.plan.image.get("hosts", {}).get(h["name"], self.plan.image["tag"])
                 pids[h["ns"]] = self.engine.run_host(self.plan, h, tag)
             except Exception as exc:  # noqa: BLE001 - re-raised below, after every thread ended
                 failed.append(f"{h['name']}: {exc}")
             each[h["name"]] = round(time.monotonic() - t1, 3)
         # All at once: dockerd and runc spend much of a start waiting, so the starts overlap.
-        threads = [threading.Thread(target=start, args=(h,)) for h in self.plan["hosts"]]
+        threads = [threading.Thread(target=start, args=(h,)) for h in self.plan.hosts]
         for th in threads:
             th.start()
         for th in threads:
@@ -343,7 +343,7 @@ class DockerHosts:
         if failed:
             raise RuntimeError("containers did not start: " + "; ".join(failed))
         self.info["containers_s"] = round(time.monotonic() - t, 3)
-        self.pids = {h["name"]: pids[h["ns"]] for h in self.plan["hosts"] if h["ns"] in pids}
+        self.pids = {h["name"]: pids[h["ns"]] for h in self.plan.hosts if h["ns"] in pids}
         progress("bring-up", f"{len(pids)} containers started ({self.info['containers_s']} s)")
         netns.create(self.plan, attach=pids)
 
@@ -360,7 +360,7 @@ class DockerHosts:
 
     def checks(self) -> dict:
         t = time.monotonic()
-        out = host_checks(self.workdir, self.engine, self.plan["hosts"])
+        out = host_checks(self.workdir, self.engine, self.plan.hosts)
         self.info["host_checks_s"] = round(time.monotonic() - t, 3)
         return out
 

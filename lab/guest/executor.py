@@ -10,6 +10,7 @@ and process it started is gone when it exits.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 
+from lab.contract import Outcome, Plan, Results, read_plan, write_results
 from lab.guest import PROGRESS, capture, charon, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 
@@ -31,11 +33,11 @@ def _terminate(signum, frame):
 
 
 class Run:
-    def __init__(self, plan: dict, psk: str, workdir: str, keys: dict | None = None,
+    def __init__(self, plan: Plan, psk: str, workdir: str, keys: dict | None = None,
                  secrets_extra: dict | None = None):
         self.plan, self.psk, self.workdir = plan, psk, workdir
         self.keys = keys or {}  # host -> private key (authentication: certificates); never written
-        self.outdir = plan["outdir"]
+        self.outdir = plan.outdir
         self.charons: dict[str, charon.Charon] = {}
         self.captures: list[capture.Capture] = []
         self.listeners = traffic.Listeners()
@@ -43,16 +45,16 @@ class Run:
         self.server_secrets = (secrets_extra or {}).get("servers", {})  # TLS keys, probe passwords
         self.servers = servers.Servers(workdir, self.server_secrets.get("files"))  # real daemons
         self.docker = None  # lab.guest.containers.DockerHosts when the plan's provider is docker
-        if plan.get("provider", "netns") == "docker":
+        if plan.provider == "docker":
             from lab.guest import containers
             self.docker = containers.DockerHosts(plan, workdir)
             self.servers.enter = self.docker.enter  # real servers run inside their containers
-        self.results: dict = {"format": 1, "run_id": plan["run_id"], "timings": {}, "errors": []}
+        self.results = Results(run_id=plan.run_id)
         self._t = time.monotonic()
 
     def _stepper(self, key: str):
-        """Seconds spent in each step of a phase, into results[key] (where the time goes)."""
-        steps, last = self.results.setdefault(key, {}), [time.monotonic()]
+        """Seconds spent in each step of a phase, into results.<key> (where the time goes)."""
+        steps, last = getattr(self.results, key), [time.monotonic()]
 
         def mark(step: str) -> None:
             now = time.monotonic()
@@ -62,12 +64,12 @@ class Run:
 
     def _phase_done(self, name: str) -> None:
         now = time.monotonic()
-        self.results["timings"][name] = round(now - self._t, 3)
+        self.results.timings[name] = round(now - self._t, 3)
         self._t = now
 
     def bring_up(self) -> None:
-        hosts = self.plan["hosts"]
-        progress("bring-up", f"{len(hosts)} hosts, {len(self.plan['networks'])} networks")
+        hosts = self.plan.hosts
+        progress("bring-up", f"{len(hosts)} hosts, {len(self.plan.networks)} networks")
         mark = self._stepper("bring_up_steps")
 
         def start_charons() -> None:
@@ -98,8 +100,8 @@ class Run:
         if started:
             progress("bring-up", "real servers: " + ", ".join(started))
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
-        self.captures = [capture.Capture(self.plan["switch_ns"], n, os.path.join(self.outdir, "captures"))
-                         for n in self.plan["networks"]]
+        self.captures = [capture.Capture(self.plan.switch_ns, n, os.path.join(self.outdir, "captures"))
+                         for n in self.plan.networks]
         if self.docker:
             start_charons()
         mark("charons_started")
@@ -122,8 +124,8 @@ class Run:
         self.listeners.start(hosts)
         mark("listeners")
         if self.servers.pending:  # started in parallel with the charons (lab.guest.servers)
-            self.results["timings"]["real_servers_ready"] = self.servers.wait(deadline)
-            progress("bring-up", f"real servers listening after {self.results['timings']['real_servers_ready']:.2f} s")
+            self.results.timings["real_servers_ready"] = self.servers.wait(deadline)
+            progress("bring-up", f"real servers listening after {self.results.timings['real_servers_ready']:.2f} s")
         ready_by = time.monotonic() + 30  # started long ago: their own wait, not what is left
         for cap in self.captures:
             cap.wait_ready(ready_by)
@@ -132,72 +134,74 @@ class Run:
 
     def _credentials(self, host: str) -> dict | None:
         """The lab CA, its CRL, the host's certificate and key; None with preshared keys."""
-        pki = self.plan.get("pki")
+        pki = self.plan.pki
         if not pki:
             return None
         return {"ca": pki["ca"], "crl": pki["crl"], "cert": pki["certs"].get(host), "key": self.keys.get(host)}
 
     def fail_over(self) -> None:
         from lab.guest import failover  # only here: its imports (secrets, hmac) cost 0.07 s in the guest
-        self.results["failover"] = failover.run(self.plan["failover"], self.charons, progress)
+        self.results.failover = failover.run(self.plan.failover, self.charons, progress)
         time.sleep(0.3)
-        self.results["received"] = list(self.listeners.received)
+        self.results.received = list(self.listeners.received)
         self._phase_done("failover")
 
     def probe(self) -> None:
-        progress("probes", f"{len(self.plan['probes'])} probes, concurrently")
+        progress("probes", f"{len(self.plan.probes)} probes, concurrently")
         # Waiting probes stop once the evidence that they cannot be delivered is final.
-        self.deadlines = {p["id"]: traffic.Deadline(p["timeout"]) for p in self.plan["probes"]
+        self.deadlines = {p["id"]: traffic.Deadline(p["timeout"]) for p in self.plan.probes
                           if not p.get("tamper") and not p.get("bulk") and not p.get("client")
                           and not p.get("proxied")}
         watcher = finality.Finality(self.plan, self.charons)
-        watcher.start(self.plan["probes"], self.deadlines)
+        watcher.start(self.plan.probes, self.deadlines)
         try:
             outcomes = self._real_and_lab_probes()
         finally:
             watcher.stop()
         if watcher.given_up:
-            self.results["given_up"] = watcher.given_up
-        ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
-        for p in self.plan["probes"]:
+            self.results.given_up = watcher.given_up
+        ns_of = {h["name"]: h["ns"] for h in self.plan.hosts}
+        for p in self.plan.probes:
             if p.get("tamper"):  # one at a time, after the others: the router alters the pair's packets
                 progress("probes", f"tamper: {p['tamper']['router']} alters {p['src']}->{p['dst']} {p['service']} in flight")
                 outcomes.append(tamper.run_tampered(p, ns_of[p["src"]]))
-        for p in self.plan["probes"]:
+        for p in self.plan.probes:
             if p.get("bulk") and not p.get("tamper"):  # one at a time: concurrent transfers share one CPU
                 progress("probes", f"bulk: {p['bulk'] // 1024} KiB {p['src']}->{p['dst']} {p['service']}")
                 outcomes.append(traffic.run_probe(p, ns_of[p["src"]]))
         time.sleep(0.3)  # let the last frames reach the captures before they stop
         received = list(self.listeners.received)
         by_id = {o["id"]: o for o in outcomes}
-        for p in self.plan["probes"]:
+        for p in self.plan.probes:
             if p["id"] in by_id and p.get("via", "unicast") != "unicast":
                 # one-way: delivered = the target's listener got it
                 by_id[p["id"]]["delivered"] = any(r["marker"] == p["marker"] and r["host"] == p["dst"]
                                                   for r in received)
-        self.results["probes"] = [by_id[p["id"]] for p in self.plan["probes"] if p["id"] in by_id]
-        self.results["received"] = received
+        # Checked here, where they are made: an outcome the contract does not know fails the run.
+        self.results.probes = [Outcome.from_json(by_id[p.id], f"outcome of probe {p.id}")
+                               for p in self.plan.probes if p.id in by_id]
+        self.results.received = received
         self._phase_done("probes")
 
     def _real_and_lab_probes(self) -> list[dict]:
         """Lab probes and real clients at once; then the proxied legs from the back-ends' logs."""
-        probes = [p for p in self.plan["probes"] if not p.get("tamper")]
+        probes = [p for p in self.plan.probes if not p.get("tamper")]
         real = [p for p in probes if p.get("client")]
         proxied = [p for p in probes if p.get("proxied")]
         lab = [p for p in probes if p not in real and p not in proxied]
         if not real and not proxied:
             return traffic.run_probes(self.plan, self.deadlines)
         from lab.guest import clients
-        ns_of = {h["name"]: h["ns"] for h in self.plan["hosts"]}
+        ns_of = {h["name"]: h["ns"] for h in self.plan.hosts}
         got: dict[str, list] = {}
         t = threading.Thread(target=lambda: got.setdefault("real", clients.run_clients(
             real, ns_of, self.workdir, self.server_secrets.get("passwords", {}))), daemon=True)
         t.start()
-        outcomes = traffic.run_probes({**self.plan, "probes": lab}, self.deadlines)
+        outcomes = traffic.run_probes(dataclasses.replace(self.plan, probes=lab), self.deadlines)
         t.join()
         outcomes += got.get("real", [])
         by_id = {o["id"]: o for o in outcomes}
-        markers = {p["id"]: p["marker"] for p in self.plan["probes"]}
+        markers = {p["id"]: p["marker"] for p in self.plan.probes}
         logs = self._proxied_logs(proxied, by_id, markers)
         return outcomes + clients.proxied_outcomes(proxied, by_id, logs, markers)
 
@@ -228,21 +232,21 @@ class Run:
                 sas[name], policies[name] = [], []
                 note = f"{name}: no SA list ({type(exc).__name__}: {exc})"
                 # A crash scenario kills a daemon on purpose; anywhere else it is an error.
-                key = "notes" if self.plan.get("failover") else "errors"
-                self.results.setdefault(key, []).append(note)
+                (self.results.notes if self.plan.failover else self.results.errors).append(note)
         mark("sa_lists")
-        for h in self.plan["hosts"]:
+        for h in self.plan.hosts:
             xfrm[h["name"]] = self._xfrm(h["ns"]) if h["charon"] is not None else None
         mark("xfrm")
         soft = {a.charon.host: a.installed for a in self.agents}
         counters = {h["name"]: firewall.counters(h["ns"], h["firewall"])
-                    for h in self.plan["hosts"] if h.get("firewall")}
+                    for h in self.plan.hosts if h.get("firewall")}
         if counters:
-            self.results["firewall"] = counters
-        self.results.update(sas=sas, policies=policies, xfrm=xfrm, events=events, soft_sas=soft)
+            self.results.firewall = counters
+        self.results.sas, self.results.policies, self.results.xfrm = sas, policies, xfrm
+        self.results.events, self.results.soft_sas = events, soft
         if self.docker:
-            self.results["host_checks"] = self.docker.checks()
-        self.results["module_requests"] = _module_requests()
+            self.results.host_checks = self.docker.checks()
+        self.results.module_requests = _module_requests()
         self._phase_done("collect")
 
     @staticmethod
@@ -278,18 +282,15 @@ class Run:
                 shutil.copy(c.log_path, kept)
         if self.docker:
             self.docker.destroy(logs)
-            self.results["docker"] = self.docker.info
-        netns.destroy([self.plan["switch_ns"]] + [h["ns"] for h in self.plan["hosts"]])
+            self.results.docker = self.docker.info
+        netns.destroy([self.plan.switch_ns] + [h["ns"] for h in self.plan.hosts])
         # Seen from this kernel, the only place they live (a UML guest's /run/netns is its own
         # tmpfs): the hygiene checks on the host read this list, which must be empty.
-        self.results["namespaces_left"] = netns.existing(f"lab-{self.plan['run_id']}-")
+        self.results.namespaces_left = netns.existing(f"lab-{self.plan.run_id}-")
         self._phase_done("teardown")
 
     def write(self) -> None:
-        path = os.path.join(self.outdir, "results.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(self.results, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_results(os.path.join(self.outdir, "results.json"), self.results)
 
 
 def _module_requests() -> list[str] | None:
@@ -343,25 +344,24 @@ def main(argv: list[str]) -> int:
     started = _uptime() if os.environ.get("LAB_BOOT") is not None else None
     marks = wait_for_kernel()
     ready = _uptime() if started is not None else 0.0
-    with open(plan_path) as f:
-        plan = json.load(f)
+    plan = read_plan(plan_path)  # its version and fields checked (lab.contract)
     with open(secrets_path) as f:
         secrets = json.load(f)
     os.unlink(secrets_path)  # read once; nothing on disk holds a key after this
     os.makedirs(workdir, exist_ok=True)
     run = Run(plan, secrets["psk"], workdir, secrets.get("keys"), secrets)
     if started is not None:  # a UML guest: where its boot went
-        run.results["boot_marks"] = boot_marks(marks, started, ready)
+        run.results.boot_marks = boot_marks(marks, started, ready)
     status = 0
     try:
         run.bring_up()
-        if plan.get("failover"):
+        if plan.failover:
             run.fail_over()
         else:
             run.probe()
         run.collect()
     except BaseException as exc:  # record, then tear down whatever was started
-        run.results["errors"].append(f"{type(exc).__name__}: {exc}")
+        run.results.errors.append(f"{type(exc).__name__}: {exc}")
         progress("error", str(exc) or type(exc).__name__)
         status = 1 if isinstance(exc, Exception) else 130
     finally:

@@ -117,12 +117,12 @@ def _busy(ike: dict) -> bool:
 class Finality:
     def __init__(self, plan: dict, charons: dict):
         self.plan, self.charons = plan, charons
-        self.hosts = {h["name"]: h for h in plan["hosts"]}
-        self.aliases = {v: k for k, v in (plan.get("nat_aliases") or {}).items()}  # outside -> inside
-        self.subnets = {n["name"]: ipaddress.ip_network(n["subnet"]) for n in plan["networks"]}
+        self.hosts = {h["name"]: h for h in plan.hosts}
+        self.aliases = {v: k for k, v in plan.nat_aliases.items()}  # outside -> inside
+        self.subnets = {n["name"]: ipaddress.ip_network(n["subnet"]) for n in plan.networks}
         self.tails = {name: LogTail(c.log_path) for name, c in charons.items() if hasattr(c, "log_path")}
         self.sessions: dict[str, vici.Session] = {}
-        self.tunnels = any(ch.get("mode") == "tunnel" for h in plan["hosts"]
+        self.tunnels = any(ch.get("mode") == "tunnel" for h in plan.hosts
                            for conn in ((h.get("charon") or {}).get("conns") or {}).values()
                            for ch in (conn.get("children") or {}).values())
         self.policies: dict[str, list[dict] | None] = {}  # host -> its kernel's XFRM policies, read once
@@ -143,7 +143,7 @@ class Finality:
         return probe.get("via", "unicast") == "unicast" and not probe.get("client")
 
     def _natted(self, probe: dict) -> bool:
-        nat = self.plan.get("nat_aliases") or {}
+        nat = self.plan.nat_aliases
         return any(a in nat or a in self.aliases for a in (probe["src_address"], probe["dst_address"]))
 
     # ---- static facts: firewalls on the path ---------------------------------------------------
@@ -151,7 +151,7 @@ class Finality:
     def _first_drops(self, src: str, dst: str, carriers: list[tuple]) -> list[tuple[str, dict]] | None:
         """At some firewall on the path from src to dst, the drop filter that first takes each
         of these packets; None when at every firewall some packet meets no drop first."""
-        for h in self.plan["hosts"]:
+        for h in self.plan.hosts:
             fw = h.get("firewall") or {}
             if not fw.get("filters"):
                 continue
@@ -250,7 +250,7 @@ class Finality:
         return ikes is None or any(ike.get("state") == "ESTABLISHED" for ike in ikes)
 
     def _alias(self, address: str) -> str:
-        return (self.plan.get("nat_aliases") or {}).get(address, address)
+        return self.plan.nat_aliases.get(address, address)
 
     def _ends(self, probe: dict) -> tuple[tuple[str, str], tuple[str, str]]:
         """Each host of the pair with the address it knows the other by."""
@@ -342,7 +342,7 @@ class Finality:
 
     def _counters(self) -> dict[str, dict]:
         out = {}
-        for h in self.plan["hosts"]:
+        for h in self.plan.hosts:
             if h.get("firewall"):
                 try:
                     out[h["name"]] = {(c["dev"], c["pref"]): c["packets"]

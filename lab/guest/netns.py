@@ -141,17 +141,17 @@ def queue_while_negotiating(host: dict) -> bool:
 def create(plan: dict, attach: dict[str, int] | None = None, on_namespaces=None) -> None:
     """`attach` maps namespace names to PIDs (containers) whose namespace gets that name;
     `on_namespaces` is called once every namespace exists, before links and addresses."""
-    sw = plan["switch_ns"]
-    names = [sw] + [h["ns"] for h in plan["hosts"]]
+    sw = plan.switch_ns
+    names = [sw] + [h["ns"] for h in plan.hosts]
     attach = attach or {}
     ip_batch([f"netns attach {n} {attach[n]}" if n in attach else f"netns add {n}" for n in names])
     for n in names:
         # No IPv6 chatter (router solicitations, DAD) in the captures.
         write_sysctl(n, "net.ipv6.conf.all.disable_ipv6", "1")
         write_sysctl(n, "net.ipv6.conf.default.disable_ipv6", "1")
-    for h in plan["hosts"]:
+    for h in plan.hosts:
         write_sysctl(h["ns"], "net.ipv4.ping_group_range", "0 2147483647")  # ICMP probes as ping sockets
-        if plan.get("probes") and queue_while_negotiating(h):
+        if plan.probes and queue_while_negotiating(h):
             # A trapped flow's packets wait in the kernel while IKE runs and leave through the
             # SA the moment it is up, instead of being dropped until TCP's next SYN retry (1 s,
             # then 3 s). They are still the probe's own packets. Failover runs keep the default:
@@ -162,20 +162,20 @@ def create(plan: dict, attach: dict[str, int] | None = None, on_namespaces=None)
     if on_namespaces:
         on_namespaces()
     links = []
-    for net in plan["networks"]:
+    for net in plan.networks:
         links.append(f"link add {net['bridge']} netns {sw} type bridge stp_state 0 forward_delay 0")
-    for h in plan["hosts"]:
+    for h in plan.hosts:
         for i in h["interfaces"]:
             links.append(f"link add {i['peer']} netns {sw} type veth peer name {i['ifname']} netns {h['ns']}")
     ip_batch(links)
-    switch = [f"link set {net['bridge']} up" for net in plan["networks"]]
-    for h in plan["hosts"]:
+    switch = [f"link set {net['bridge']} up" for net in plan.networks]
+    for h in plan.hosts:
         for i in h["interfaces"]:
             switch += [f"link set {i['peer']} master {i['bridge']}", f"link set {i['peer']} up"]
     ip_batch(switch, ns=sw)
     # One process per host namespace, all at once.
     procs = []
-    for h in plan["hosts"]:
+    for h in plan.hosts:
         p = subprocess.Popen(ip(h["ns"], "-batch", "-"), stdin=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         procs.append((h["name"], p, "\n".join(_host_commands(h)) + "\n"))

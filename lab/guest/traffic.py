@@ -291,8 +291,8 @@ def in_parallel(probes: list[dict], run) -> list[dict]:
 
 def run_probes(plan: dict, deadlines: dict[str, Deadline] | None = None) -> list[dict]:
     """`deadlines`, by probe id: those the finality watcher may cut short."""
-    ns_of = {h["name"]: h["ns"] for h in plan["hosts"]}
+    ns_of = {h["name"]: h["ns"] for h in plan.hosts}
     deadlines = deadlines or {}
     # Tampered and bulk probes run alone, after these (lab.guest.executor).
-    probes = [p for p in plan["probes"] if not p.get("tamper") and not p.get("bulk")]
+    probes = [p for p in plan.probes if not p.get("tamper") and not p.get("bulk")]
     return in_parallel(probes, lambda p: run_probe(p, ns_of[p["src"]], deadlines.get(p["id"])))

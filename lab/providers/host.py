@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from lab.contract import Plan
 from lab.providers.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
 
 
@@ -13,8 +14,9 @@ class HostKernel:
     name = "host"
     boot_seconds = 0.0
 
-    def __init__(self, run_id: str, files: RunFiles):
+    def __init__(self, run_id: str, files: RunFiles, plan: Plan | None = None):
         self.run_id = run_id
+        self.plan = plan  # read by the executor from files.plan; kept for symmetry with the guest
         self.files = files
 
     def run(self, on_progress: ProgressFn) -> int:

@@ -12,7 +12,6 @@ killed outright (UML does not keep PR_SET_PDEATHSIG: measured, kill -9 left it r
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shlex
 import signal
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.compile import kernel_crypto
+from lab.contract import Plan
 from lab.errors import MissingTool, ProviderError
 from lab.providers.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
 
@@ -40,17 +40,17 @@ CORE_MODULES = "esp4 ah4 xfrm_user xfrm_algo veth bridge af_packet"
 TC_MODULES = "sch_ingress cls_u32 cls_flower cls_matchall act_gact act_nat"  # firewall filters, NAT
 
 
-def modules_for(plan: dict | None) -> str:
+def modules_for(plan: Plan | None) -> str:
     """The modules a plan's run needs, for the guest's one boot-time modprobe."""
     if plan is None:
         return MODULES
     mods = [CORE_MODULES]
-    tamper = any(p.get("tamper") for p in plan.get("probes") or [])
-    if tamper or any(h.get("firewall") for h in plan.get("hosts") or []):
+    tamper = any(p.get("tamper") for p in plan.probes)
+    if tamper or any(h.get("firewall") for h in plan.hosts):
         mods.append(TC_MODULES)
     if tamper:
         mods.append("act_pedit")  # tc's pedit rewrites a byte of the tampered flow
-    if plan.get("failover"):
+    if plan.failover:
         mods.append("nf_tables")  # the failover's bridge filters (nft)
     return " ".join(mods)
 
@@ -215,7 +215,7 @@ def _watchdog(pgid: int) -> subprocess.Popen:
 class UmlGuest:
     name = "uml"
 
-    def __init__(self, run_id: str, files: RunFiles, kernel: UmlKernel | None = None):
+    def __init__(self, run_id: str, files: RunFiles, kernel: UmlKernel | None = None, plan: Plan | None = None):
         self.run_id = run_id
         self.files = files
         self.kernel = kernel or find_kernel()
@@ -223,24 +223,22 @@ class UmlGuest:
         self.extra_args: list[str] = []  # e.g. ubd0=COW,BACKING: a seeded docker data-root
         self.body: str | None = None  # instead of the executor (image seeding); must write guest.rc
         self.extra_paths: list[str] = []  # more host paths the body needs (the image tarball)
+        self.plan = plan  # what the executor will run (lab.contract.Plan); None with a `body`
 
     def _docker_init(self) -> str:
         """Only for `provider: docker`: the lines that start the run's private dockerd, on a
         copy-on-write view of the seeded data-root when the image has one."""
-        with open(self.files.plan) as f:
-            plan = json.load(f)
-        if plan.get("provider", "netns") != "docker":
+        if self.plan.provider != "docker":
             return ""
         from lab.guest.containers import init_snippet
-        seed = (plan.get("image") or {}).get("seed")
+        seed = (self.plan.image or {}).get("seed")
         if seed:
             self.extra_args.append(f"ubd0={self.files.rundir}/docker.cow,{seed}")
         return init_snippet(GUEST_WORKDIR, seeded=bool(seed))
 
     def _crypto_init(self) -> str:
         """The warm-up lines for this plan's algorithms (lab.compile.kernel_crypto)."""
-        with open(self.files.plan) as f:
-            lines = kernel_crypto.warmup_batch(json.load(f))
+        lines = kernel_crypto.warmup_batch(self.plan)
         if not lines:
             return ""
         batch = os.path.join(self.files.rundir, "crypto-warmup.batch")
@@ -252,12 +250,8 @@ class UmlGuest:
         path = os.path.join(self.files.rundir, "init.sh")
         binds = bind_lines(hidden_paths(needed_host_paths(self.files, self.kernel) + self.extra_paths))
         q = shlex.quote
-        try:
-            with open(self.files.plan) as f:
-                plan = json.load(f)
-        except (OSError, ValueError):
-            plan = None  # image seeding and other bodies: no plan, every module
-        if plan is not None and (plan.get("provider", "netns") != "netns" or self.body is not None):
+        plan = self.plan  # None for image seeding and other bodies: every module
+        if plan is not None and (plan.provider != "netns" or self.body is not None):
             plan = None  # containers (dockerd) need more than the lab's own modules
         module_list = f"{modules_for(plan)} {kernel_crypto.MODULES}"
         kernel_ready = KERNEL_READY.format(module_list=module_list,

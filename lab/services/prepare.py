@@ -15,6 +15,7 @@ and belongs to a throwaway account; `scrub` blanks them out of whatever the repo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.compile.plan import destination_address, source_address
+from lab.contract import Plan
 from lab.model.servers import proxied_client_expectation, real_services
 from lab.services import templates as T
 from lab.services.tls import forget, server_certificate
@@ -131,11 +133,14 @@ class RunServers:
             out += [f.encode() for f in forms if not f.startswith("LABPROBE-")]
         return out
 
-    def restore_credentials(self, plan: dict) -> None:
-        """The classifier looks for the login as it crossed the wire: put it back, host side only."""
-        for p in plan["probes"]:
-            if p["id"] in self.wire and self.wire[p["id"]]:
-                p["credential_on_wire"] = self.wire[p["id"]][0]
+    def with_credentials(self, plan: Plan) -> Plan:
+        """The classifier looks for the login as it crossed the wire: the plan with it put back,
+        host side only (the plan the guest read stays as it was written)."""
+        probes = [dataclasses.replace(p, credential_on_wire=self.wire[p.id][0]) if self.wire.get(p.id) else p
+                  for p in plan.probes]
+        out = dataclasses.replace(plan, probes=probes)
+        out.freeze()
+        return out
 
     def scrub(self, folder: str | Path) -> None:
         """Blank every password form out of the report's files, keeping lengths (pcaps stay valid)."""
@@ -157,7 +162,7 @@ def needed(topology) -> bool:
     return any(h.servers for h in topology.hosts) or any(e.client == "real" for e in topology.expectations)
 
 
-def prepare(topology, plan: dict, rundir: str, pki=None) -> RunServers:
+def prepare(topology, plan: Plan, rundir: str, pki=None) -> RunServers:
     """Render every real server of `topology` into `rundir/servers/<host>/`, add `servers` to
     each host of the plan (dropping the lab listeners they replace) and `client` to each
     real-client probe. Returns the run's server secrets."""
@@ -166,8 +171,8 @@ def prepare(topology, plan: dict, rundir: str, pki=None) -> RunServers:
     out = RunServers()
     if not needed(topology):
         return out
-    by_name = {h["name"]: h for h in plan["hosts"]}
-    probes = {e.id: p for e, p in zip(topology.expectations, plan["probes"])} if plan["probes"] else {}
+    by_name = {h.name: h for h in plan.hosts}
+    probes = {p.expectation: p for p in plan.probes}  # by the expectation's id, never by position
     users: dict[str, list[tuple[str, str]]] = {}  # server host -> [(user, password)]
     follow: list[tuple[str, str]] = []  # (proxied leg probe, the client probe it follows)
     for e in topology.expectations:
@@ -182,16 +187,16 @@ def prepare(topology, plan: dict, rundir: str, pki=None) -> RunServers:
                 proxy = topology.host(e.destination).servers.proxy_to
                 if proxy:  # the back-end checks the login the front-end forwards
                     users.setdefault(proxy, []).append((p["marker"], password))
-                    p["timeout"] = max(p["timeout"], PROXIED_CLIENT_TIMEOUT)
-            p["client"] = _client_plan(topology, e, p, pki)
+                    p.timeout = max(p.timeout, PROXIED_CLIENT_TIMEOUT)
+            p.client = _client_plan(topology, e, p, pki)
             out.wire[p["id"]] = _wire_forms(e.service.name, p["marker"], password)
-            p["credential_on_wire"] = p["marker"]  # until restore_credentials, host side
-            p["payload"] = ""
+            p.credential_on_wire = p.marker  # until with_credentials, host side
+            p.payload = ""
         elif e.proxied_from:
             origin = proxied_client_expectation(topology, e)
-            p["proxied"] = {"of": probes[origin.id]["id"], "log": "log/nginx-access.log"}
-            p["credential_on_wire"] = probes[origin.id]["marker"]
-            p["payload"] = ""
+            p.proxied = {"of": probes[origin.id]["id"], "log": "log/nginx-access.log"}
+            p.credential_on_wire = probes[origin.id].marker
+            p.payload = ""
             follow.append((p["id"], probes[origin.id]["id"]))
     for leg, origin_id in follow:  # the proxy forwards the client's Basic login as it came
         out.wire[leg] = out.wire.get(origin_id, [])[:1]
@@ -203,10 +208,10 @@ def prepare(topology, plan: dict, rundir: str, pki=None) -> RunServers:
         if base is None and {"krb5kdc", "slapd"} & set(daemons.values()):
             base = base_data()
         root = Path(rundir, "servers", host.name)
-        by_name[host.name]["servers"] = _host_servers(topology, host, daemons, root, base,
+        by_name[host.name].servers = _host_servers(topology, host, daemons, root, base,
                                                        users.get(host.name, []), out, pki)
         replaced = {PORTS[d][s] for s, d in daemons.items()}
-        by_name[host.name]["listeners"] = [x for x in by_name[host.name]["listeners"]
+        by_name[host.name].listeners = [x for x in by_name[host.name].listeners
                                            if (x["protocol"], x["port"]) not in replaced]
     forget(topology)  # the HTTPS keys live on only in `out.files`
     out.seconds = round(time.monotonic() - started, 3)

@@ -21,12 +21,12 @@ _KINDS = (("clear", "packets of the flow"), ("ike", "IKE packets"), ("esp", "ESP
 
 
 class FirewallJudge:
-    def __init__(self, plan: dict, results: dict):
-        self.firewalls = [h for h in plan["hosts"] if (h.get("firewall") or {}).get("default")]
-        self.counters = results.get("firewall", {})
-        self.aliases = plan.get("nat_aliases", {})  # inside address -> outside address
+    def __init__(self, plan, results):
+        self.firewalls = [h for h in plan.hosts if (h.get("firewall") or {}).get("default")]
+        self.counters = results.firewall
+        self.aliases = plan.nat_aliases  # inside address -> outside address
         self.inside = {v: k for k, v in self.aliases.items()}
-        self.subnets = {n["name"]: ipaddress.ip_network(n["subnet"]) for n in plan["networks"]}
+        self.subnets = {n["name"]: ipaddress.ip_network(n["subnet"]) for n in plan.networks}
 
     def __bool__(self) -> bool:
         return bool(self.firewalls)

@@ -167,10 +167,10 @@ class IkeLogs:
         return tuple(sorted(to_epoch(t, near) for t in self._up[host].get(peer, [])))
 
 
-def outcome(results: dict, logs: IkeLogs, src: tuple[str, str], dst: tuple[str, str],
+def outcome(results, logs: IkeLogs, src: tuple[str, str], dst: tuple[str, str],
             near: float | None = None) -> IkeOutcome:
     """src and dst are (host, address); `near`, any time in the run (for the logs' clock)."""
-    up = established_between(results.get("events", {}), results.get("sas", {}), src[1], dst[1])
+    up = established_between(results.events, results.sas, src[1], dst[1])
     reasons: list[str] = []
     for (host, _), (_, peer) in ((src, dst), (dst, src)):
         reasons += [f"{host}: {r}" for r in logs.reasons(host, peer)]

@@ -48,7 +48,7 @@ def test_a_run_that_fails_in_the_guest_keeps_its_console_and_names_it(tmp_path):
 
 
 def test_kill_9_of_lab_verify_takes_the_guest_with_it_within_a_second(tmp_path):
-    """UML drops PR_SET_PDEATHSIG; the watchdog (lab.providers.uml._watchdog) must end it."""
+    """UML drops PR_SET_PDEATHSIG; the watchdog (lab.kernels.uml._watchdog) must end it."""
     proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", str(DEFAULT), "--report", str(tmp_path / "r")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_ids = set()

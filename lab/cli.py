@@ -11,11 +11,11 @@ import json
 import os
 import signal
 import sys
-import time
 
 from rich.console import Console
 
 from lab.errors import LabError, TopologyError
+from lab.progress import progress_printer as _progress_printer
 
 EPILOG = """\
 examples:
@@ -33,15 +33,6 @@ examples:
 exit status: 0 all expectations hold, 1 some do not, 2 bad input or missing tool,
 3 the lab could not run, 130 interrupted.
 """
-
-
-def _progress_printer(console: Console):
-    t0 = time.monotonic()
-
-    def show(event: dict) -> None:
-        console.print(f"[dim]{time.monotonic() - t0:6.1f}s[/dim]  [cyan]{event.get('phase', ''):<9}[/cyan] "
-                      f"{event.get('message', '')}", highlight=False)
-    return show
 
 
 def cmd_verify(args, out: Console, err: Console) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 PLAN_FORMAT = 1
 RESULTS_FORMAT = 1
+PROGRESS = "@@lab "  # prefix of the executor's progress lines on stdout; the kernels read them
 
 
 class ContractError(ValueError):

@@ -1,7 +1,7 @@
 """An ESP-capable Linux host, played by a User-Mode Linux guest, to prove `--kernel host`.
 
 Most users run the lab on a kernel that has ESP and AH (a laptop, a CI runner), where it uses
-lab.providers.host and no guest. These machines lack ESP/AH, so that path would go untested.
+lab.kernels.host and no guest. These machines lack ESP/AH, so that path would go untested.
 Here a UML guest boots on the host's root (hostfs), its init gives it what such a host has
 (proc, sys, private /tmp and /run, loadable esp4/ah4 and crypto modules, and for Docker the
 cgroup hierarchies and overlayfs a Docker host has), then runs an ordinary `lab` command in it
@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 from lab.errors import LabError, ProviderError
+from lab.kernels.base import new_run_dir
+from lab.kernels.uml import POWER_OFF, UmlGuest
 
 ROOT = Path(__file__).resolve().parent.parent
 GUEST_STATE = "/tmp/lab-state"  # the inner lab's run directories, on the guest's tmpfs
@@ -59,8 +61,6 @@ def body(commands: list[tuple[list[str], str]], rcfile: str, docker: bool = Fals
 def run(commands: list[tuple[list[str], str]], docker: bool = False, on_progress=None) -> list[int | None]:
     """Boot a guest, run the `lab` commands in it one after the other; each one's exit status
     (None: the guest stopped before it finished)."""
-    from lab.providers.uml import POWER_OFF, UmlGuest
-    from lab.runner import new_run_dir
 
     run_id, files = new_run_dir()
     try:

@@ -26,7 +26,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import programs
 from lab.errors import LabError, MissingTool
+from lab.guest.containers import docker_dir, init_snippet
+from lab.kernels.base import new_run_dir
+from lab.kernels.uml import GUEST_WORKDIR, POWER_OFF, UmlGuest
 
 IMAGES_DIR = Path(os.environ.get("LAB_IMAGES_DIR", "/var/lib/ipsec-lab/images"))
 REPOSITORY = "ipsec-lab/strongswan"
@@ -236,9 +240,6 @@ def seeded_disk(imgs, on_progress=None) -> Path:
     final = seed_path(imgs)
     if final.exists():
         return final
-    from lab.guest.containers import docker_dir, init_snippet
-    from lab.providers.uml import GUEST_WORKDIR, POWER_OFF, UmlGuest
-    from lab.runner import new_run_dir
 
     _need("mkfs.ext4")
     _say(on_progress, f"seeding a docker data-root with {', '.join(i.tag for i in imgs)} (once)")
@@ -265,7 +266,6 @@ def seeded_disk(imgs, on_progress=None) -> Path:
 
 
 def _need(program: str) -> None:
-    from lab import programs
 
     absent = [p for p in programs.missing({"docker"}) if p.name == program]
     if absent:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from lab import programs
 from lab.errors import LabError, MissingTool
-from lab.providers.host import HostKernel
-from lab.providers.kernel import probe_host_kernel
-from lab.providers.uml import UmlGuest, UmlKernel, find_kernel, has_private_kernel
+from lab.kernels.host import HostKernel
+from lab.kernels.kernel import probe_host_kernel
+from lab.kernels.uml import UmlGuest, UmlKernel, find_kernel, has_private_kernel
 
 KERNELS = ("auto", "host", "uml")
 PROVIDERS = ("netns", "docker")
@@ -58,11 +58,13 @@ class KernelChoice:
             return f"host kernel {platform.release()} ({self.why})"
         return f"UML guest {self.uml.label} ({self.why})"
 
-    def kernel(self, run_id: str, files, plan=None):
-        """The kernel object that runs this plan's executor."""
+    def kernel(self, run_id: str, files, plan=None, boot=None):
+        """The kernel object that runs this plan's executor; `boot`: the backend's init lines
+        (lab.kernels.base.BootLines), which a host kernel does not need (the executor starts
+        what it needs itself)."""
         if self.kind == "host":
             return HostKernel(run_id, files, plan)
-        return UmlGuest(run_id, files, self.uml, plan)
+        return UmlGuest(run_id, files, self.uml, plan, boot)
 
 
 def choose_kernel(requested: str = "auto") -> KernelChoice:

@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lab import cleanup, preflight, programs
+from lab import cleanup, images, preflight, programs
 from lab.compile.plan import build_plan, destination_address
-from lab.compile.strongswan import covers
+from lab.selectors import covers
 from lab.contract import ContractError, Outcome, Plan, Probe, Results, read_results, write_plan
 from lab.errors import LabError, ProviderError
+from lab.guest import containers
 from lab.model.load import load_topology
 from lab.pki import LabPki, build_pki
 from lab.services.prepare import RunServers
 from lab.services.prepare import prepare as prepare_servers
-from lab.providers.base import ProgressFn, RunFiles
+from lab.kernels.base import ProgressFn, RunFiles, new_run_dir
 from lab.verdicts import ike as ike_log
 from lab.verdicts.classify import child_sas, judge, unjudged
 from lab.verdicts.failover import FailoverResult, judge_failover
@@ -40,16 +41,6 @@ from lab.verdicts.wire import read_capture
 
 def _quiet(_event: dict) -> None:
     pass
-
-
-def new_run_dir() -> tuple[str, RunFiles]:
-    run_id = secrets.token_hex(3)
-    rundir = cleanup.state_dir() / run_id
-    rundir.mkdir(parents=True, mode=0o700)
-    (rundir / "owner.pid").write_text(str(os.getpid()))
-    files = RunFiles(str(rundir))
-    os.makedirs(files.outdir)
-    return run_id, files
 
 
 def write_inputs(files: RunFiles, plan: Plan, psk: str, pki: LabPki | None = None,
@@ -95,16 +86,15 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
         plan = build_plan(topology, run_id, files.outdir, failover=failover, provider=provider)
         servers = prepare_servers(topology, plan, files.rundir, pki)  # real daemons, real clients
         if provider == "docker":  # built once, offline, from Debian packages; then reused by their tags
-            from lab import images
             plan.image = images.for_plan(plan, on_progress, seed=choice.kind == "uml")
         plan.pki = pki.public() if pki else None
         plan.freeze()  # complete: written once, read by the executor, never changed
         write_inputs(files, plan, psk, pki, servers.secret())
-        kernel_run = choice.kernel(run_id, files, plan)
+        lab_kernel = choice.kernel(run_id, files, plan, boot=containers.init_snippet if provider == "docker" else None)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
-        kernel_run.run(on_progress)
+        lab_kernel.run(on_progress)
         yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,
-                        kernel_run.boot_seconds or 0.0, pki, servers), psk
+                        lab_kernel.boot_seconds or 0.0, pki, servers), psk
     except ProviderError as exc:  # the run directory goes: first keep what explains the failure
         kept = keep_failure(files, report_dir, psk, pki) if report_dir else None
         raise ProviderError(f"{exc}; console log: {kept}" if kept else str(exc)) from None

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lab.compile.plan import build_plan, payload
-from lab.compile.strongswan import compile_host, covers, priority, traffic_selectors
+from lab.compile.strongswan import compile_host, priority, traffic_selectors
+from lab.selectors import covers
 from lab.model.load import load_topology
 
 ROOT = Path(__file__).resolve().parent.parent

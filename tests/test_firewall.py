@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.compile.firewall import firewall_plan, matches, nat_aliases
+from lab.compile.firewall import firewall_plan, nat_aliases
+from lab.fwmatch import matches
 from lab.compile.plan import build_plan
 from lab.compile.strongswan import compile_host
 from lab.contract import Results

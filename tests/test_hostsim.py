@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lab import hostsim, preflight
-from lab.providers.kernel import KernelSupport
+from lab.kernels.kernel import KernelSupport
 
 
 def test_the_inner_lab_keeps_its_runs_on_guest_tmpfs_and_records_each_status():

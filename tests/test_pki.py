@@ -15,7 +15,7 @@ from lab.compile.strongswan import compile_host
 from lab.model.load import load_topology
 from lab.pki import build_pki
 from lab.runner import keep_artifacts, write_inputs
-from lab.providers.base import RunFiles
+from lab.kernels.base import RunFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISH = ROOT / "topologies" / "ipsec-restricted-publishing.yaml"

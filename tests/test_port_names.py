@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from lab.compile.strongswan import covers
+from lab.selectors import covers
 from lab.verdicts.classify import covering_sas, flow_packets
 from lab.verdicts.model import ChildSa
 from lab.verdicts.wire import Packet

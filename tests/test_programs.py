@@ -55,11 +55,12 @@ def shell_commands(script: str) -> set[str]:
 def started_by_shell() -> set[str]:
     from lab.guest.containers import init_snippet
     from lab.images import SEED_BODY
-    from lab.providers import uml
+    from lab.kernels import uml
 
     fill = {k: "X" for k in ("run_id", "modules", "module_list", "plan", "secrets",
                              "rcfile", "workdir", "d", "tarball", "tag")}
-    fill.update(docker="", binds="", python="python3", python_env="PYTHONPATH=X ", python_flags="-S ", imports="docker -H X import X X",
+    fill.update(backend="", docker="", binds="", python="python3", python_env="PYTHONPATH=X ", python_flags="-S ",
+                imports="docker -H X import X X",
                 kernel_ready=uml.KERNEL_READY.format(module_list="X", crypto=uml.CRYPTO_WARMUP.format(batch="X")))
     scripts = [uml.INIT.format(**fill), uml.INIT_IN_TURN.format(**fill), init_snippet("/w", seeded=True),
                SEED_BODY.format(**fill)]

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from lab.errors import ProviderError
-from lab.providers import uml
-from lab.providers.base import DEFAULT_RUN_TIMEOUT, Deadline, RunFiles, run_timeout
+from lab.kernels import uml
+from lab.kernels.base import DEFAULT_RUN_TIMEOUT, Deadline, RunFiles, run_timeout
 
 
 def test_the_timeout_defaults_and_reads_the_environment():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
-from lab.providers import uml
-from lab.providers.base import RunFiles
+from lab.kernels import uml
+from lab.kernels.base import RunFiles
 
 
 def test_paths_under_tmp_and_run_are_bound_back_topmost_only(tmp_path):

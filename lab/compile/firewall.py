@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ipaddress
 
-from lab.compile.fwmatch import matches  # noqa: F401  (re-exported: the host's judge uses it)
 from lab.model.services import PROTOCOL_NUMBERS
 from lab.model.topology import FirewallRule, Host, Topology
 

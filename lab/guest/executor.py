@@ -294,7 +294,7 @@ class Run:
 
 
 def _module_requests() -> list[str] | None:
-    """The module names the kernel asked the guest's modprobe wrapper for (lab.providers.uml);
+    """The module names the kernel asked the guest's modprobe wrapper for (lab.kernels.uml);
     after the boot-time crypto warm-up a run should need none. None where there is no wrapper."""
     try:
         with open("/run/lab-modprobe.log") as f:

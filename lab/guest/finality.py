@@ -40,7 +40,7 @@ import time
 
 import vici
 
-from lab.compile.fwmatch import matches
+from lab.fwmatch import matches
 from lab.guest import firewall, xfrm, xfrmpolicy
 from lab.guest.charon import decode
 from lab.guest.netns import ip

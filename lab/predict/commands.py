@@ -77,7 +77,7 @@ def cmd_verify_matrix(args, out: Console, err: Console, progress) -> int:
 
 
 def cmd_diff(args, out: Console, err: Console) -> int:
-    from lab.cli import _progress_printer
+    from lab.progress import progress_printer as _progress_printer
     from lab.predict.diff import cmd_diff as run_diff
 
     return run_diff(args, out, err, _progress_printer(err))

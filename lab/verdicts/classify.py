@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from lab.compile.strongswan import covers
+from lab.selectors import covers
 from lab.model.services import PROTOCOL_NUMBERS
 from lab.verdicts import realclient
 from lab.verdicts.model import ChildSa, Evidence, SaRef, SegmentCount, Verdict

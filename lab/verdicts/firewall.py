@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from lab.compile.firewall import matches
+from lab.fwmatch import matches
 from lab.model.services import PROTOCOL_NUMBERS
 from lab.verdicts.wire import Packet
 

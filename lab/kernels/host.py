@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from lab.contract import Plan
-from lab.providers.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
+from lab.kernels.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
 
 
 class HostKernel:

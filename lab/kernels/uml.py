@@ -24,7 +24,7 @@ from pathlib import Path
 from lab.compile import kernel_crypto
 from lab.contract import Plan
 from lab.errors import MissingTool, ProviderError
-from lab.providers.base import Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
+from lab.kernels.base import BootLines, Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
 
 # Where `make setup` puts a newer UML when Debian 12's cannot run on this CPU (see tools/).
 PRIVATE_UML = Path(os.environ.get("LAB_UML_DIR", "/var/lib/ipsec-lab/uml"))
@@ -57,7 +57,7 @@ def modules_for(plan: Plan | None) -> str:
 # Each step's guest uptime goes into LAB_BOOT (`mark` is a shell function: no process), and
 # the executor records them (`boot_steps` in executor.json): where the guest's boot went.
 PRELUDE = """#!/bin/sh
-# PID 1 of a lab guest, written by lab.providers.uml for run {run_id}.
+# PID 1 of a lab guest, written by lab.kernels.uml for run {run_id}.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1 LAB_RUN_ID={run_id}
 mark() {{ read t _ < /proc/uptime; LAB_BOOT="$LAB_BOOT $1=$t"; }}
 mount -t proc proc /proc
@@ -115,7 +115,7 @@ echo $? > {rcfile}
 BOOTED = """echo "@@guest booted $(uname -r)"
 """
 INIT_IN_TURN = PRELUDE + "{kernel_ready}" + BOOTED + """export LAB_BOOT
-{docker}{python_env}{python} {python_flags}-m lab.guest.executor {plan} {secrets} {workdir}
+{backend}{python_env}{python} {python_flags}-m lab.guest.executor {plan} {secrets} {workdir}
 echo $? > {rcfile}
 """ + POWER_OFF
 
@@ -215,7 +215,8 @@ def _watchdog(pgid: int) -> subprocess.Popen:
 class UmlGuest:
     name = "uml"
 
-    def __init__(self, run_id: str, files: RunFiles, kernel: UmlKernel | None = None, plan: Plan | None = None):
+    def __init__(self, run_id: str, files: RunFiles, kernel: UmlKernel | None = None, plan: Plan | None = None,
+                 boot: BootLines | None = None):
         self.run_id = run_id
         self.files = files
         self.kernel = kernel or find_kernel()
@@ -224,17 +225,17 @@ class UmlGuest:
         self.body: str | None = None  # instead of the executor (image seeding); must write guest.rc
         self.extra_paths: list[str] = []  # more host paths the body needs (the image tarball)
         self.plan = plan  # what the executor will run (lab.contract.Plan); None with a `body`
+        self.boot = boot  # the backend's init lines (the Docker backend's dockerd), given by the runner
 
-    def _docker_init(self) -> str:
-        """Only for `provider: docker`: the lines that start the run's private dockerd, on a
-        copy-on-write view of the seeded data-root when the image has one."""
-        if self.plan.provider != "docker":
+    def _backend_init(self) -> str:
+        """The backend's lines before the executor (the Docker backend starts the run's private
+        dockerd), on a copy-on-write view of the plan image's seeded disk when it has one."""
+        if self.boot is None:
             return ""
-        from lab.guest.containers import init_snippet
         seed = (self.plan.image or {}).get("seed")
         if seed:
             self.extra_args.append(f"ubd0={self.files.rundir}/docker.cow,{seed}")
-        return init_snippet(GUEST_WORKDIR, seeded=bool(seed))
+        return self.boot(GUEST_WORKDIR, bool(seed))
 
     def _crypto_init(self) -> str:
         """The warm-up lines for this plan's algorithms (lab.compile.kernel_crypto)."""
@@ -260,12 +261,12 @@ class UmlGuest:
         if self.body is not None:
             text = PRELUDE.format(**fill) + kernel_ready + BOOTED + self.body
         else:
-            docker = self._docker_init()
+            backend = self._backend_init()  # a backend's daemon (dockerd) needs the modules first
             python_env, python_flags = python_without_site()
-            text = (INIT_IN_TURN if docker else INIT).format(
-                **fill, docker=docker, python=q(sys.executable), python_env=python_env, python_flags=python_flags, plan=q(self.files.plan),
-                secrets=q(self.files.secrets), rcfile=q(os.path.join(self.files.rundir, "guest.rc")),
-                workdir=GUEST_WORKDIR)
+            text = (INIT_IN_TURN if backend else INIT).format(
+                **fill, backend=backend, python=q(sys.executable), python_env=python_env, python_flags=python_flags,
+                plan=q(self.files.plan), secrets=q(self.files.secrets),
+                rcfile=q(os.path.join(self.files.rundir, "guest.rc")), workdir=GUEST_WORKDIR)
         with open(path, "w") as f:
             f.write(text)
         os.chmod(path, 0o755)

@@ -1,17 +1,23 @@
-"""What every provider does: run the executor on a kernel that has the IPsec data plane."""
+"""What every kernel does: run the executor on a kernel that has the IPsec data plane (this
+machine's own, or a User-Mode Linux guest), in a run directory of its own."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab import cleanup
+from lab.contract import PROGRESS
 from lab.errors import ProviderError
-from lab.guest import PROGRESS
 
 ProgressFn = Callable[[dict], None]
+# (guest work folder, seeded disk present) -> shell lines the lab kernel's init runs before the
+# executor: how a backend that needs a daemon in the lab kernel (Docker) gets it started.
+BootLines = Callable[[str, bool], str]
 
 
 @dataclass
@@ -35,6 +41,18 @@ class RunFiles:
     @property
     def console(self) -> str:
         return os.path.join(self.rundir, "console.log")
+
+
+def new_run_dir() -> tuple[str, RunFiles]:
+    """A fresh run directory under the state directory, owned by this process (owner.pid) so
+    that `lab cleanup` can tell a killed run's leftovers from a live one's."""
+    run_id = secrets.token_hex(3)
+    rundir = cleanup.state_dir() / run_id
+    rundir.mkdir(parents=True, mode=0o700)
+    (rundir / "owner.pid").write_text(str(os.getpid()))
+    files = RunFiles(str(rundir))
+    os.makedirs(files.outdir)
+    return run_id, files
 
 
 def dispatch_line(line: str, on_progress: ProgressFn, console) -> None:

@@ -1,5 +1,6 @@
 """How a firewall filter of the plan matches a packet, without the model: the guest uses it too
-(lab.guest.finality), where importing the model would cost a second."""
+(lab.guest.finality), where importing the model would cost a second, and the verdicts,
+which need not import the compiler for it."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import sys
 from rich.console import Console
 
 from lab.errors import LabError, TopologyError
+from lab.guest.backends import BACKENDS
 from lab.progress import progress_printer as _progress_printer
 
 EPILOG = """\
@@ -190,7 +191,7 @@ def _lab_options(p: argparse.ArgumentParser) -> None:
     """Where and as what a live lab runs: shared by every verb that starts one."""
     p.add_argument("--kernel", choices=("auto", "host", "uml"), default="auto",
                    help="where the data plane runs: auto = this kernel if it has ESP/AH, else a UML guest")
-    p.add_argument("--provider", choices=("netns", "docker"), default=os.environ.get("LAB_PROVIDER", "netns"),
+    p.add_argument("--provider", choices=tuple(BACKENDS), default=os.environ.get("LAB_PROVIDER", "netns"),
                    help="what a host is: netns = a network namespace (fast, default), docker = a container "
                    "of the lab's strongSwan image run by a private dockerd on the lab kernel (LAB_PROVIDER)")
 

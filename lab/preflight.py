@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from lab import programs
 from lab.errors import LabError, MissingTool
+from lab.guest.backends import BACKENDS
 from lab.kernels.host import HostKernel
 from lab.kernels.kernel import probe_host_kernel
 from lab.kernels.uml import UmlGuest, UmlKernel, find_kernel, has_private_kernel
 
 KERNELS = ("auto", "host", "uml")
-PROVIDERS = ("netns", "docker")
+PROVIDERS = tuple(BACKENDS)  # --provider: the guest's backends (lab.guest.backends)
 
 
 def check_programs(needs: set[str]) -> None:
@@ -27,8 +28,8 @@ def check_provider(provider: str) -> None:
     """The Docker provider starts a private dockerd (as root, so NET_ADMIN is there) on the lab kernel."""
     if provider not in PROVIDERS:
         raise LabError(f"--provider: must be one of {', '.join(PROVIDERS)} (got {provider!r})")
-    if provider == "docker":
-        check_programs({"docker"})
+    if BACKENDS[provider].needs:
+        check_programs(set(BACKENDS[provider].needs))
 
 
 def check_tools() -> None:

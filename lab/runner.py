@@ -24,7 +24,7 @@ from lab.compile.plan import build_plan, destination_address
 from lab.selectors import covers
 from lab.contract import ContractError, Outcome, Plan, Probe, Results, read_results, write_plan
 from lab.errors import LabError, ProviderError
-from lab.guest import containers
+from lab.guest.backends import backend_class
 from lab.model.load import load_topology
 from lab.pki import LabPki, build_pki
 from lab.services.prepare import RunServers
@@ -90,7 +90,7 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
         plan.pki = pki.public() if pki else None
         plan.freeze()  # complete: written once, read by the executor, never changed
         write_inputs(files, plan, psk, pki, servers.secret())
-        lab_kernel = choice.kernel(run_id, files, plan, boot=containers.init_snippet if provider == "docker" else None)
+        lab_kernel = choice.kernel(run_id, files, plan, boot=backend_class(provider).boot_lines)
         on_progress({"phase": "start", "message": f"run {run_id} on {choice.describe()}"})
         lab_kernel.run(on_progress)
         yield Execution(run_id, choice.describe(), plan, _read_results(files), files.outdir,

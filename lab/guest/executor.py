@@ -21,7 +21,7 @@ import threading
 import time
 
 from lab.contract import Outcome, Plan, Results, read_plan, write_results
-from lab.guest import PROGRESS, capture, charon, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
+from lab.guest import PROGRESS, backends, capture, charon, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
 
 
 def progress(phase: str, message: str, **extra) -> None:
@@ -44,11 +44,8 @@ class Run:
         self.agents: list[softsa.SoftSaAgent] = []
         self.server_secrets = (secrets_extra or {}).get("servers", {})  # TLS keys, probe passwords
         self.servers = servers.Servers(workdir, self.server_secrets.get("files"))  # real daemons
-        self.docker = None  # lab.guest.containers.DockerHosts when the plan's provider is docker
-        if plan.provider == "docker":
-            from lab.guest import containers
-            self.docker = containers.DockerHosts(plan, workdir)
-            self.servers.enter = self.docker.enter  # real servers run inside their containers
+        self.backend = backends.backend_class(plan.provider)(plan, workdir)  # netns or docker
+        self.servers.on_host = self.backend.command  # real servers run on their host (its container)
         self.results = Results(run_id=plan.run_id)
         self._t = time.monotonic()
 
@@ -73,23 +70,19 @@ class Run:
         mark = self._stepper("bring_up_steps")
 
         def start_charons() -> None:
-            logs = os.path.join(self.outdir, "logs")
+            logs = os.path.join(self.outdir, "logs")  # charon writes its log straight into the report
             os.makedirs(logs, exist_ok=True)
             for h in hosts:
                 if h["charon"] is not None:
-                    self.charons[h["name"]] = (self.docker.charon(h) if self.docker
-                                               else charon.Charon(h["name"], h["ns"], self.workdir, log_dir=logs))
+                    self.charons[h["name"]] = self.backend.charon(h, logs)
                     self.charons[h["name"]].settings = h["charon"].get("settings", {})
             for c in self.charons.values():
                 c.start()
 
-        if self.docker:
-            self.docker.create(progress)
-        else:
-            # Each charon starts as soon as its namespace exists: its second of start-up in the
-            # guest runs while links, addresses, filters and captures are set up (it learns its
-            # addresses as they come; it sends nothing before its connections are loaded).
-            netns.create(self.plan, on_namespaces=start_charons)
+        # With namespaces, each charon starts as soon as its namespace exists: its second of
+        # start-up in the guest runs while links, addresses, filters and captures are set up (it
+        # learns its addresses as they come; it sends nothing before its connections are loaded).
+        early = self.backend.create(progress, on_namespaces=start_charons)
         mark("namespaces")
         for h in hosts:  # packet filter and NAT on firewall hosts (tc, one process each)
             if h.get("firewall"):
@@ -102,7 +95,7 @@ class Run:
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan.switch_ns, n, os.path.join(self.outdir, "captures"))
                          for n in self.plan.networks]
-        if self.docker:
+        if not early:  # containers: their charons start once the hosts are wired
             start_charons()
         mark("charons_started")
         # Each daemon costs the guest's one CPU its start-up: the wait grows with their number
@@ -244,8 +237,7 @@ class Run:
             self.results.firewall = counters
         self.results.sas, self.results.policies, self.results.xfrm = sas, policies, xfrm
         self.results.events, self.results.soft_sas = events, soft
-        if self.docker:
-            self.results.host_checks = self.docker.checks()
+        self.results.host_checks = self.backend.checks()
         self.results.module_requests = _module_requests()
         self._phase_done("collect")
 
@@ -280,9 +272,7 @@ class Run:
             kept = os.path.join(logs, f"charon-{name}.log")
             if os.path.exists(c.log_path) and os.path.abspath(c.log_path) != kept:
                 shutil.copy(c.log_path, kept)
-        if self.docker:
-            self.docker.destroy(logs)
-            self.results.docker = self.docker.info
+        self.results.docker = self.backend.destroy(logs)
         netns.destroy([self.plan.switch_ns] + [h["ns"] for h in self.plan.hosts])
         # Seen from this kernel, the only place they live (a UML guest's /run/netns is its own
         # tmpfs): the hygiene checks on the host read this list, which must be empty.
@@ -338,6 +328,12 @@ def wait_for_kernel(timeout: float = 120.0) -> str:
     return marks
 
 
+def phases(run: Run) -> list:
+    """The executor's phases, in order; teardown runs after them however they end. Real servers
+    come up inside bring-up, in parallel with the charons (each costs the guest seconds)."""
+    return [run.bring_up, run.fail_over if run.plan.failover else run.probe, run.collect]
+
+
 def main(argv: list[str]) -> int:
     plan_path, secrets_path, workdir = argv
     signal.signal(signal.SIGTERM, _terminate)
@@ -354,12 +350,8 @@ def main(argv: list[str]) -> int:
         run.results.boot_marks = boot_marks(marks, started, ready)
     status = 0
     try:
-        run.bring_up()
-        if plan.failover:
-            run.fail_over()
-        else:
-            run.probe()
-        run.collect()
+        for phase in phases(run):
+            phase()
     except BaseException as exc:  # record, then tear down whatever was started
         run.results.errors.append(f"{type(exc).__name__}: {exc}")
         progress("error", str(exc) or type(exc).__name__)

@@ -23,7 +23,7 @@ from lab.guest.netns import inside
 class Servers:
     def __init__(self, workdir: str, secret_files: dict[str, str] | None = None):
         self.root = os.path.join(workdir, "servers")
-        self.enter = None  # host -> argv prefix running a daemon inside the host's container (Docker)
+        self.on_host = None  # (host, argv) -> the argv that runs it on that host (lab.guest.backends)
         self.secret_files = secret_files or {}  # "host/rel" -> text
         self.procs: list[tuple[str, str, subprocess.Popen]] = []  # (host, daemon, process)
         self.pending: list[tuple[dict, str, list]] = []  # (host, root, ports) still to come up
@@ -56,8 +56,8 @@ class Servers:
                         os.chown(name, pw.pw_uid, pw.pw_gid)
             for d in spec["daemons"]:
                 argv = [a.replace("@ROOT@", root) for a in d["argv"]]
-                if self.enter:
-                    argv = self.enter(h["name"]) + argv
+                if self.on_host:
+                    argv = self.on_host(h["name"], argv)
                 env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                        **{k: v.replace("@ROOT@", root) for k, v in d["env"].items()}}
                 log = open(os.path.join(root, "log", f"{d['name']}.out"), "w")  # noqa: SIM115  (closed once the child has it)

@@ -230,12 +230,10 @@ class UmlGuest:
     def _backend_init(self) -> str:
         """The backend's lines before the executor (the Docker backend starts the run's private
         dockerd), on a copy-on-write view of the plan image's seeded disk when it has one."""
-        if self.boot is None:
-            return ""
-        seed = (self.plan.image or {}).get("seed")
+        seed = (self.plan.image or {}).get("seed")  # only a plan with an image (Docker) has one
         if seed:
             self.extra_args.append(f"ubd0={self.files.rundir}/docker.cow,{seed}")
-        return self.boot(GUEST_WORKDIR, bool(seed))
+        return self.boot(GUEST_WORKDIR, bool(seed)) if self.boot else ""
 
     def _crypto_init(self) -> str:
         """The warm-up lines for this plan's algorithms (lab.compile.kernel_crypto)."""

@@ -118,11 +118,15 @@ class Charon:
             f.write(render_conf(self.socket_path, self.log_path, self.settings))
         if os.path.exists(self.socket_path):  # charon 5.9 leaves its socket behind
             os.unlink(self.socket_path)
+        self.proc = self._spawn(conf)
+
+    def _spawn(self, conf: str):
+        """The daemon, reading `conf`; returns its process (Popen-like). Forked inside the host's
+        namespace, with a private /run: one process image (charon)
+        (lab.guest.netns.spawn_private_run); with 40 daemons, process starts were seconds."""
         env = dict(os.environ, STRONGSWAN_CONF=conf)
-        # Forked inside the host's namespace, with a private /run: one process image (charon)
-        # (lab.guest.netns.spawn_private_run); with 40 daemons, process starts were seconds.
-        self.proc = spawn_private_run(self.ns, [CHARON], env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return spawn_private_run(self.ns, [CHARON], env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def connect(self, deadline: float) -> None:
         """Wait for the VICI socket (charon takes ~1 s in the guest), then open the session."""

@@ -281,22 +281,18 @@ class ContainerCharon(charon.Charon):
         super().__init__(host, ns, workdir)
         self.container, self.pid = container, pid
 
-    def start(self) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        with open(os.path.join(self.dir, "strongswan.conf"), "w") as f:
-            f.write(charon.render_conf(self.socket_path, self.log_path, self.settings))
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        self.proc = ContainerProcess(self.container, self.pid)
+    def _spawn(self, conf: str) -> ContainerProcess:
+        """Charon.start writes the configuration; here the container's charon is released."""
+        proc = ContainerProcess(self.container, self.pid)
         # Opening the FIFO for writing releases the container's `read`; closing gives it EOF.
         # Non-blocking: ENXIO means the container's shell has not opened it yet.
         gate, deadline = os.path.join(self.dir, GATE), time.monotonic() + 30
         while True:
             try:
                 os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
-                return
+                return proc
             except OSError as exc:
-                if exc.errno != errno.ENXIO or self.proc.poll() is not None or time.monotonic() > deadline:
+                if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"container of {self.host} never waited for its network: {exc}") from None
                 time.sleep(0.02)
 

@@ -120,7 +120,7 @@ def test_a_refusal_in_the_log_ends_the_wait_once_nothing_still_negotiates(kernel
                         "07:00:00.100 05[IKE] <peer-be|1> received NO_PROPOSAL_CHOSEN notify error\n")
         for h in plan.hosts:
             if h["name"] in charons:
-                h["ns"] = f"ns-{h['name']}"
+                h.ns = f"ns-{h.name}"
         servers["fe"].sas = [{"peer-be": {"uniqueid": "2", "state": "CONNECTING", "remote-host": "10.10.2.20"}}]
         fin = finality.Finality(plan, charons)
         [held] = [p for p in plan.probes if (p["src"], p["dst"], p["service"]) == ("fe", "be", "http")]

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,9 +40,9 @@ def test_a_hung_guest_is_killed_with_its_whole_group(tmp_path, monkeypatch):
     fake.chmod(0o755)
     rundir = tmp_path / "run"
     rundir.mkdir()
-    (rundir / "plan.json").write_text('{"provider": "netns"}')
+    plan = SimpleNamespace(provider="netns", image=None, hosts=[], probes=[], failover=None)
     monkeypatch.setenv("LAB_RUN_TIMEOUT", "1")
-    guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(fake, uml.STOCK_MODULES))
+    guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(fake, uml.STOCK_MODULES), plan)
     started = time.monotonic()
     with pytest.raises(ProviderError, match=r"did not finish within 1 s \(LAB_RUN_TIMEOUT\)"):
         guest.run(lambda event: None)

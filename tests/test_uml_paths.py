@@ -44,7 +44,7 @@ def test_the_init_binds_a_python_under_tmp_before_using_it(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "executable", str(python))
     rundir = tmp_path / "run"
     rundir.mkdir()
-    plan = SimpleNamespace(provider="netns", image=None, hosts=[])
+    plan = SimpleNamespace(provider="netns", image=None, hosts=[], probes=[], failover=None)
     guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES), plan)
     text = open(guest._write_init()).read()
     bind = text.index(f"mount -t hostfs -o '{tmp_path}")

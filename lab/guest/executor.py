@@ -95,7 +95,7 @@ class Run:
         os.makedirs(os.path.join(self.outdir, "captures"), exist_ok=True)
         self.captures = [capture.Capture(self.plan.switch_ns, n, os.path.join(self.outdir, "captures"))
                          for n in self.plan.networks]
-        if not early:  # containers: their charons start once the hosts are wired
+        if not early:  # a backend that wires its hosts first: their charons start now
             start_charons()
         mark("charons_started")
         # Each daemon costs the guest's one CPU its start-up: the wait grows with their number

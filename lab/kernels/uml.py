@@ -237,7 +237,7 @@ class UmlGuest:
 
     def _crypto_init(self) -> str:
         """The warm-up lines for this plan's algorithms (lab.compile.kernel_crypto)."""
-        lines = kernel_crypto.warmup_batch(self.plan)
+        lines = kernel_crypto.warmup_batch(self.plan) if self.plan is not None else []
         if not lines:
             return ""
         batch = os.path.join(self.files.rundir, "crypto-warmup.batch")

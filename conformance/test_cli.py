@@ -47,8 +47,10 @@ def test_a_run_that_fails_in_the_guest_keeps_its_console_and_names_it(tmp_path):
     assert console.exists() and "Kernel panic" in console.read_text(errors="replace")
 
 
-def test_kill_9_of_lab_verify_takes_the_guest_with_it_within_a_second(tmp_path):
-    """UML drops PR_SET_PDEATHSIG; the watchdog (lab.kernels.uml._watchdog) must end it."""
+def test_kill_9_of_lab_verify_takes_the_guest_with_it(tmp_path):
+    """UML drops PR_SET_PDEATHSIG; the watchdog (lab.kernels.uml._watchdog) must end it. Without
+    it the guest went on for about 10 s; with it, it went within 1 s until a run at a load of 7
+    (a suite beside other labs) took 1.28 s: the bound is the behaviour, not a speed figure."""
     proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", str(DEFAULT), "--report", str(tmp_path / "r")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_ids = set()
@@ -65,5 +67,5 @@ def test_kill_9_of_lab_verify_takes_the_guest_with_it_within_a_second(tmp_path):
         time.sleep(0.02)
     gone_after = time.monotonic() - killed
     assert not cleanup.processes_of(run_ids), "the guest survived kill -9 of its lab"
-    assert gone_after < 1.0, f"the guest survived {gone_after:.2f} s"
+    assert gone_after < 3.0, f"the guest survived {gone_after:.2f} s"
     cleanup.sweep()  # the run directory of a killed run: what `lab cleanup` is for

@@ -287,3 +287,64 @@ def test_the_evidence_sa_is_the_one_that_carried_the_flow(capture):
     plan, outcome = probe()
     v = judge(plan, outcome, [], pkts, child_sas(both), ["dmz"], expectation("http", "esp"))
     assert v.observed == "esp" and v.evidence.sa.child == "fe-be-http"
+
+
+# perpeer-port-and-all-ikev2, as captured: fe's all-traffic ESP SA to be (listed first by
+# list-sas) and its HTTP-only AH SA both cover fe -> be:80; SMTP ran meanwhile over the ESP SA.
+PORT_AND_ALL = {"fe": [
+    {"peer-any": {"remote-host": BE, "local-host": FE, "child-sas": {"all-to-internal-3": {
+        "name": "all-to-internal", "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "ESP",
+        "spi-in": "c217869f", "spi-out": "c96d9198", "encr-alg": "AES_GCM_16", "encr-keysize": "256",
+        "local-ts": [f"{FE}/32"], "remote-ts": [f"{BE}/32"]}}}},
+    {"peer-be": {"remote-host": BE, "local-host": FE, "child-sas": {"http-to-be-4": {
+        "name": "http-to-be", "state": "INSTALLED", "mode": "TRANSPORT", "protocol": "AH",
+        "spi-in": "cdf20c95", "spi-out": "cf5c6821", "integ-alg": "HMAC_SHA2_256_128",
+        "local-ts": [f"{FE}/32[tcp]"], "remote-ts": [f"{BE}/32[tcp/http]"]}}}}]}
+
+
+def _ah(src, dst, spi, tcp, t):
+    return frame(IP(src=src, dst=dst) / AH(spi=spi, nh=6, payloadlen=4, seq=1, icv=b"\0" * 12) / tcp, t)
+
+
+def _http_in_ah_smtp_in_esp(capture, back_in_ah=True):
+    back = TCP(sport=80, dport=40000, flags="PA") / Raw(b"HTTP/1.0 200 OK\r\n\r\n")
+    return capture("dmz", [
+        _ah(FE, BE, 0xCF5C6821, TCP(sport=40000, dport=80, flags="S"), T0 + 0.01),
+        _ah(FE, BE, 0xCF5C6821, TCP(sport=40000, dport=80, flags="PA") / Raw(b"GET /LABPROBE-p1-aa"), T0 + 0.02),
+        _ah(BE, FE, 0xCDF20C95, back, T0 + 0.03) if back_in_ah else
+        frame(IP(src=BE, dst=FE) / ESP(spi=0xC217869F, seq=9) / Raw(b"r" * 60), T0 + 0.03),
+        # SMTP's packets on the all-traffic SA, 80 ms later: inside the HTTP probe's window
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC96D9198, seq=1) / Raw(b"x" * 60), T0 + 0.1),
+        frame(IP(src=BE, dst=FE) / ESP(spi=0xC217869F, seq=1) / Raw(b"y" * 60), T0 + 0.1),
+    ])
+
+
+def test_a_flow_seen_in_ah_names_the_ah_sa_not_a_wider_esp_sa_carrying_others(capture):
+    """The AH packets show the flow's ports: their SA is named (the recount looks for AH with
+    its SPIs), and ESP between the two hosts, the same way, is the other flows', not this one's."""
+    pkts = _http_in_ah_smtp_in_esp(capture)
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(PORT_AND_ALL), ["dmz"], expectation("http", "ah"))
+    assert v.observed == "ah" and v.ok
+    assert v.evidence.sa.child == "http-to-be" and v.evidence.sa.protocol == "AH"
+    assert v.evidence.spis == ("cdf20c95", "cf5c6821")
+    assert v.evidence.ah_packets == 3 and v.evidence.esp_packets == 0
+
+
+def test_esp_the_other_way_of_an_ah_flow_is_still_counted(capture):
+    """Only the ways the flow crossed in AH lose their ESP: a reply sent over the ESP SA stays
+    in the evidence (one policy per way, so the other way may differ)."""
+    pkts = _http_in_ah_smtp_in_esp(capture, back_in_ah=False)
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(PORT_AND_ALL), ["dmz"], expectation("http", "ah"))
+    assert v.observed == "ah" and v.evidence.sa.child == "http-to-be"
+    assert v.evidence.ah_packets == 2 and v.evidence.esp_packets == 2  # be -> fe only
+    assert all(s.esp == 2 for s in v.evidence.segments)
+
+
+def test_the_esp_flow_beside_the_ah_one_names_the_esp_sa(capture):
+    pkts = _http_in_ah_smtp_in_esp(capture)
+    plan, outcome = probe(service="smtp", port=25, sport=41000)
+    v = judge(plan, outcome, [], pkts, child_sas(PORT_AND_ALL), ["dmz"], expectation("smtp", "esp"))
+    assert v.observed == "esp" and v.evidence.sa.child == "all-to-internal"
+    assert v.evidence.spis == ("c217869f", "c96d9198")

@@ -7,7 +7,10 @@ The rules, in order:
 3. Otherwise the IPsec packets attributed to the flow decide: AH around ESP `ah+esp`, AH `ah`,
    ESP `esp`. An ESP packet is attributed when its SPI belongs to a CHILD_SA whose traffic
    selectors cover the flow and it crossed between the two addresses while the probe ran; an
-   AH packet shows its inner ports, so it is matched exactly.
+   AH packet shows its inner ports, so it is matched exactly, and ESP between the same two
+   addresses in the same direction is then another flow's (one policy per direction: its
+   template is AH or ESP, not both). The SA named as evidence is the one whose SPIs the AH
+   packets carried, else the ESP packets.
    Unprotected packets without payload (a TCP handshake accepted in clear through inbound
    passthrough before IPsec took over) do not make a protected flow `clear`; they are counted
    in the evidence. A flow with only clear packets is `clear`.
@@ -117,13 +120,28 @@ def flow_packets(packets: list[Packet], probe: dict, sas: list[ChildSa]) -> list
     pairs += [{nat.get(sa.local, sa.local), nat.get(sa.peer, sa.peer)} for sa in sas if sa.local]
     spis = {spi for sa in sas for spi in (sa.spi_in, sa.spi_out)}
     start, end = probe["t_start"] - SLACK, (probe["t_end"] or probe["t_start"]) + SLACK
-    out = []
-    for p in packets:
-        if p.kind in ("clear", "ah") and _is_flow(p, probe, proto_num):
-            out.append(p)
-        elif p.kind == "esp" and p.spi in spis and {p.src, p.dst} in pairs and start <= p.time <= end:
-            out.append(p)
-    return out
+    own = (lambda p: p.kind in ("clear", "ah") and _is_flow(p, probe, proto_num))
+    # The kernel sends each way of a flow through one policy, whose template names one
+    # protocol: where the flow's own packets crossed in AH, ESP between the same two addresses
+    # carried other flows (concurrent probes on a wider SA that covers this flow too).
+    in_ah = {(p.src, p.dst) for p in packets if p.kind == "ah" and own(p)}
+    return [p for p in packets if own(p) or (
+        p.kind == "esp" and p.spi in spis and {p.src, p.dst} in pairs and start <= p.time <= end
+        and (p.src, p.dst) not in in_ah)]
+
+
+def carrier(covering: list[ChildSa], mine: list[Packet]) -> ChildSa | None:
+    """The SA named as evidence: the one whose SPIs the flow's own packets carried. AH shows
+    the flow's ports, so its SPIs name the SA exactly; ESP is attributed by SA and time only,
+    so it decides only when no AH packet does. When both peers initiated, an idle twin covers
+    the flow too (seen: a ping each way between two hosts); when a port rule and an
+    all-traffic rule cover one flow, the wider SA carried the other flows running meanwhile."""
+    for kinds in (("ah",), ("ah", "esp")):
+        seen = {p.spi for p in mine if p.kind in kinds and p.spi}
+        row = next((r for r in covering if {r.spi_in, r.spi_out} & seen), None)
+        if row:
+            return row
+    return covering[0] if covering else None
 
 
 def observe(delivered: bool, mine: list[Packet]) -> str:
@@ -225,10 +243,7 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         probe["sport"] = realclient.client_port(probe, packets)
     covering = covering_sas(rows, probe)
     mine = flow_packets(packets, probe, covering)
-    # The SA named as evidence is one that carried this flow: when both peers initiated, an
-    # idle twin covers the flow too (seen: a ping each way between two hosts).
-    seen = {p.spi for p in mine if p.spi}
-    row = next((r for r in covering if {r.spi_in, r.spi_out} & seen), covering[0] if covering else None)
+    row = carrier(covering, mine)
     delivered = bool(outcome["delivered"])
     t_done = outcome["t_reply"] or outcome["t_end"]
     ev = Evidence(

@@ -5,8 +5,9 @@ the same flow's packets again with `tcpdump -r CAPTURE EXPR` on the host, so a b
 parser cannot grade itself. What must agree, per verdict:
 - esp: ESP (IP 50, or ESP in UDP 4500) crossed between the two hosts or the SA's endpoints,
   and none of the flow's own packets carrying application data crossed unprotected;
-- ah / ah+esp: AH (IP 51) crossed between them (with ESP inside, for ah+esp), and none of
-  the flow's own packets carrying data crossed unprotected;
+- ah / ah+esp: AH (IP 51) crossed between them with the SA's SPIs, carrying the flow's own
+  packets (its ports or echo id, read behind the AH header; for ah+esp, ESP inside), and none
+  of the flow's own packets carrying data crossed unprotected;
 - clear: the flow's own TCP/UDP/ICMP packets (its addresses, protocol and ports) crossed.
 Payload-less packets (a TCP handshake accepted in clear before IPsec took over, B3) are allowed
 under esp and ah, as the semantics say.
@@ -29,6 +30,8 @@ DATA = {
     "icmp": f"(ip[2:2] - {IHL}) > 8",
 }
 ESP = "(ip proto 50 or (udp port 4500 and udp[8:4] != 0))"  # ESP, or ESP in UDP (not IKE's marker)
+AH_DATA = f"({IHL} + ((ip[{IHL}+1] + 2) << 2))"  # AH's payload: its length field counts 4-byte words, less 2
+TRANSPORT_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,40 @@ def esp_filter(pairs: set[tuple[str, str]], spis: set[str]) -> str:
     return expr
 
 
-def ah_filter(pairs: set[tuple[str, str]], spis: set[str], inner_esp: bool = False) -> str:
+def ah_filter(pairs: set[tuple[str, str]], spis: set[str], inner_esp: bool = False,
+              flow: Flow | None = None) -> str:
+    """AH between `pairs` with one of `spis`; given `flow`, AH carrying that flow's own packets
+    (AH leaves the inner header readable), so the SA named is the one that carried it."""
     expr = f"ip proto 51 and ({' or '.join(pair(a, b) for a, b in sorted(pairs))})"
     if spis:
         expr += " and (" + " or ".join(f"ip[{IHL}+4:4] = 0x{s}" for s in sorted(spis)) + ")"
-    return expr + (f" and ip[{IHL}] = 50" if inner_esp else "")
+    if inner_esp:
+        return expr + f" and ip[{IHL}] = 50"
+    return expr + (f" and {ah_carries(flow)}" if flow else "")
+
+
+def ah_carries(flow: Flow) -> str:
+    """The flow's transport header behind AH: right after it (transport mode), or after the
+    inner IP header (tunnel mode, next header 4: IP in IP)."""
+    num = TRANSPORT_NUMBERS[flow.proto]
+    inner_ip = f"({AH_DATA} + ((ip[{AH_DATA}]&0xf)<<2))"
+    return (f"((ip[{IHL}] = {num} and {_header(flow, AH_DATA)}) or "
+            f"(ip[{IHL}] = 4 and ip[{AH_DATA}+9] = {num} and {_header(flow, inner_ip)}))")
+
+
+def _header(flow: Flow, at: str) -> str:
+    """The flow's ports (either way), or its ICMP echo id, in the transport header at `at`."""
+    if flow.proto == "icmp":
+        echo = f"(ip[{at}] = 0 or ip[{at}] = 8)"
+        return f"({echo} and ip[{at}+4:2] = {flow.sport})" if flow.sport is not None else echo
+    src, dst = f"ip[{at}:2]", f"ip[{at}+2:2]"
+    known = [p for p in (flow.sport, flow.dport) if p is not None]
+    if len(known) == 2:
+        return (f"(({src} = {flow.sport} and {dst} = {flow.dport}) or "
+                f"({src} = {flow.dport} and {dst} = {flow.sport}))")
+    if known:
+        return f"({src} = {known[0]} or {dst} = {known[0]})"
+    return "1 = 1"
 
 
 def count(captures: list[Path], expr: str) -> int:
@@ -109,7 +141,7 @@ def disagreement(observed: str, flow: Flow, pairs: set[tuple[str, str]], spis: s
     if kind == "esp":
         expr = esp_filter(pairs, spis)
     else:
-        expr = ah_filter(pairs, spis, inner_esp=kind == "ah+esp")
+        expr = ah_filter(pairs, spis, inner_esp=kind == "ah+esp", flow=flow)
     protected = count(captures, expr)
     problems = []
     if not protected:

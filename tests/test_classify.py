@@ -12,6 +12,7 @@ from scapy.utils import wrpcap
 from lab.model.services import parse_service
 from lab.model.topology import Expectation, Result
 from lab.verdicts.classify import child_sas, judge, observe
+from lab.verdicts.model import Inconclusive
 from lab.verdicts.wire import read_capture
 
 FE, BE = "10.10.1.10", "10.10.2.20"
@@ -109,7 +110,7 @@ def test_tampered_flow_is_dropped_only_if_the_receiver_counted_it(capture):
     plan["tamper"] = {"router": "fw"}
     outcome.update(delivered=False, error="timed out", t_reply=None, t_end=T0 + 10)
     v = judge(plan, dict(outcome), [], [], child_sas(SAS), ["dmz"], expectation("http", "dropped"))
-    assert v.observed == "dropped-elsewhere" and not v.ok
+    assert v.observed is Inconclusive.DROPPED_ELSEWHERE and not v.ok
     outcome["xfrm_errors"] = {"XfrmInStateProtoError": 4}
     v = judge(plan, outcome, [], [], child_sas(SAS), ["dmz"], expectation("http", "dropped"))
     assert v.observed == "dropped" and v.ok and "XfrmInStateProtoError +4" in v.reason
@@ -128,7 +129,7 @@ def test_esp_outside_the_probe_lifetime_is_not_attributed(capture):
     pkts = capture("dmz", [frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=1) / Raw(b"x" * 60), T0 + 30)])
     plan, outcome = probe()
     v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
-    assert v.observed == "unobserved" and not v.ok
+    assert v.observed is Inconclusive.UNOBSERVED and not v.ok
 
 
 def test_not_delivered_is_dropped_with_the_reason(capture):
@@ -217,7 +218,7 @@ def test_esp_with_the_flows_spi_between_unrelated_addresses_does_not_count(captu
     pkts = capture("dmz", [frame(IP(src="10.10.1.99", dst=FW_DMZ) / ESP(spi=0xC1000002, seq=1) / Raw(b"x" * 60), T0 + 1.0)])
     plan, outcome = probe()
     v = judge(plan, outcome, [], pkts, child_sas(_tunnel_sas()), ["dmz"], expectation("http", "esp"))
-    assert v.observed == "unobserved"
+    assert v.observed is Inconclusive.UNOBSERVED
 
 
 def test_natted_clear_packets_of_the_flow_still_count_as_clear(capture):
@@ -227,7 +228,7 @@ def test_natted_clear_packets_of_the_flow_still_count_as_clear(capture):
     v = judge(plan, outcome, [], pkts, [], ["internal"], expectation("http", "esp"))
     assert v.observed == "clear"
     plan["nat_aliases"] = {}
-    assert judge(plan, outcome, [], pkts, [], ["internal"], expectation("http", "esp")).observed == "unobserved"
+    assert judge(plan, outcome, [], pkts, [], ["internal"], expectation("http", "esp")).observed is Inconclusive.UNOBSERVED
 
 
 def test_esp_in_udp_through_nat_is_attributed_by_the_responders_sa(capture):
@@ -251,7 +252,7 @@ def test_esp_beyond_the_nat_is_attributed_by_the_initiators_sa_translated(captur
     v = judge(plan, outcome, [{"marker": plan["marker"]}], pkts, child_sas(sas), ["internal"], expectation("http", "esp"))
     assert v.observed == "esp"
     plan["nat_aliases"] = {}  # without the NAT's mapping the same packet is nobody's
-    assert judge(plan, outcome, [], pkts, child_sas(sas), ["internal"], expectation("http", "esp")).observed == "unobserved"
+    assert judge(plan, outcome, [], pkts, child_sas(sas), ["internal"], expectation("http", "esp")).observed is Inconclusive.UNOBSERVED
 
 
 def test_bulk_probe_throughput_is_measured_from_connect_to_answer(capture):

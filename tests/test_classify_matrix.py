@@ -18,6 +18,7 @@ from scapy.utils import wrpcap
 from lab.model.services import parse_service
 from lab.model.topology import Expectation, Result
 from lab.verdicts.classify import child_sas, judge
+from lab.verdicts.model import Inconclusive
 from lab.verdicts.wire import read_capture
 
 FE, BE = "10.10.1.10", "10.10.2.20"
@@ -151,7 +152,7 @@ def test_the_other_flows_echo_id_or_port_is_not_this_flow(tmp_path, proto):
     outcome["sport"] = SPORT + 1
     service, _ = SERVICES[proto]
     v = judge(plan, outcome, [], packets, [], ["dmz"], Expectation("fe", "be", parse_service(service), Result.AH))
-    assert v.observed == "unobserved"
+    assert v.observed is Inconclusive.UNOBSERVED
 
 
 @pytest.mark.parametrize("proto", ["tcp", "udp", "icmp"])
@@ -185,4 +186,4 @@ def test_esp_for_icmp_is_attributed_whatever_type_the_selector_names(tmp_path, s
     exp = Expectation("fe", "be", parse_service("icmp"), Result.ESP)
     assert judge(plan, outcome, [], packets, child_sas(sas), ["dmz"], exp).observed == "esp"
     child["local-ts"], child["remote-ts"] = [f"{FE}/32[tcp]"], [f"{BE}/32[tcp/http]"]
-    assert judge(plan, outcome, [], packets, child_sas(sas), ["dmz"], exp).observed == "unobserved"
+    assert judge(plan, outcome, [], packets, child_sas(sas), ["dmz"], exp).observed is Inconclusive.UNOBSERVED

@@ -18,6 +18,7 @@ from lab.compile.plan import build_plan
 from lab.contract import Results
 from lab.errors import TopologyError
 from lab.model.load import load_topology
+from lab.model.topology import Result
 from lab.runner import answering_node, judge_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,8 @@ def test_the_verdict_is_judged_against_the_answering_node_and_names_it(topology,
     topo = replace(topology, expectations=(topology.expectations[0],))
     (v,) = judge_run(topo, plan, results, str(tmp_path)).verdicts
     assert v.destination == "mbx" and v.id == "fe->mbx:http"
-    assert v.observed == "esp, IKE established" and v.ok  # IKE between fe and the VIP
+    assert v.observed is Result.ESP and v.expected_ike == v.ike == "established" and v.ok  # IKE with the VIP
+    assert v.observed_text == "esp, IKE established"
     assert v.evidence.sa is not None and v.evidence.sa.host == "be2"
     assert v.evidence.esp_packets == 2 and v.evidence.received_by_server
     assert f"answered by be2 (node of mbx, VIP {VIP})" in v.reason

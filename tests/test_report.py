@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from lab.model.topology import Result
 from lab.report import write_all
 from lab.report.html import render_html, write_html
 from lab.report.jsonout import SCHEMA, write_json
@@ -33,7 +34,7 @@ def _esp_pass() -> Verdict:
                   spis=("c02f0cbe", "ca17170d"), sa=_sa_ref(),
                   marker_in_clear=False, credential_in_clear=False)
     return Verdict(id="fe->db:sql", source="fe", destination="db", service="sql",
-                   expected="esp", observed="esp", line=37,
+                   expected=Result.ESP, observed=Result.ESP, line=37,
                    reason="6 ESP packets with SPIs of fe-db-sql, none of the flow in clear",
                    evidence=ev)
 
@@ -44,7 +45,7 @@ def _clear_fail() -> Verdict:
                   segments=(SegmentCount("dmz", clear=6), SegmentCount("internal", clear=6)),
                   spis=(), sa=None, marker_in_clear=True, credential_in_clear=True)
     return Verdict(id="fe->be:http", source="fe", destination="be", service="http",
-                   expected="esp", observed="clear", line=41,
+                   expected=Result.ESP, observed=Result.CLEAR, line=41,
                    reason=f"12 packets crossed in clear, no SA covers tcp/80 {SCRIPT}",
                    evidence=ev)
 
@@ -54,7 +55,7 @@ def _dropped() -> Verdict:
                   received_by_server=False, error="timed out", seconds=8.0,
                   segments=(), spis=(), sa=None, marker_in_clear=False, credential_in_clear=False)
     return Verdict(id="guest->db:sql", source="guest", destination="db", service="sql",
-                   expected="dropped", observed="dropped", line=45,
+                   expected=Result.DROPPED, observed=Result.DROPPED, line=45,
                    reason="no answer after 8.0 s", evidence=ev)
 
 

@@ -8,6 +8,7 @@ from lab.compile.plan import build_plan
 from lab.contract import Results
 from lab.model.load import load_topology
 from lab.runner import judge_run
+from lab.verdicts.model import Inconclusive
 
 DATA = Path(__file__).parent / "data"
 
@@ -26,7 +27,7 @@ def test_a_probe_without_an_outcome_is_a_failed_verdict_naming_its_expectation(t
     report = judge_run(topology, plan, results, str(tmp_path))
     assert len(report.verdicts) == len(topology.expectations) == 3
     missing = report.verdicts[1]
-    assert missing.id == "cl->fe:http" and missing.observed == "not judged" and not missing.ok
+    assert missing.id == "cl->fe:http" and missing.observed is Inconclusive.NOT_JUDGED and not missing.ok
     assert missing.line == topology.expectations[1].where.line
     assert f"no outcome for probe {second['id']} (cl->fe:http, line {missing.line})" in missing.reason
     assert "probe thread died" in missing.reason

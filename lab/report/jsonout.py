@@ -1,4 +1,9 @@
-"""The machine-readable result: RunReport.to_dict() as indented JSON, tagged with its schema."""
+"""The machine-readable result: RunReport.to_dict() as indented JSON, tagged with its schema.
+
+Schema 2 (was 1): a verdict's `expected` and `observed` are the bare result ("esp", or for
+`observed` also "unobserved", "not judged", "dropped-elsewhere"); an expectation's IKE outcome
+is in `expected_ike` and the one seen in `ike`, no longer appended as ", IKE established".
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from pathlib import Path
 
 from lab.verdicts.model import RunReport
 
-SCHEMA = "ipsec-lab/result/1"
+SCHEMA = "ipsec-lab/result/2"
 
 
 def report_dict(report: RunReport) -> dict:

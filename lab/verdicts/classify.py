@@ -26,8 +26,9 @@ import re
 
 from lab.selectors import covers
 from lab.model.services import PROTOCOL_NUMBERS
+from lab.model.topology import Result
 from lab.verdicts import realclient
-from lab.verdicts.model import ChildSa, Evidence, SaRef, SegmentCount, Verdict
+from lab.verdicts.model import ChildSa, Evidence, Inconclusive, Observed, SaRef, SegmentCount, Verdict
 from lab.verdicts.wire import Packet, has_readable
 
 SLACK = 0.5  # seconds around a probe's lifetime in which its IPsec packets may be seen
@@ -144,18 +145,18 @@ def carrier(covering: list[ChildSa], mine: list[Packet]) -> ChildSa | None:
     return covering[0] if covering else None
 
 
-def observe(delivered: bool, mine: list[Packet]) -> str:
+def observe(delivered: bool, mine: list[Packet]) -> Observed:
     if not delivered:
-        return "dropped"
+        return Result.DROPPED
     kinds = {p.kind for p in mine}
     protected = kinds & {"esp", "ah"}
     if any(p.kind == "clear" and (p.payload or not protected) for p in mine):
-        return "clear"
+        return Result.CLEAR
     if "ah" in kinds:
-        return "ah+esp" if any(p.inner_esp for p in mine if p.kind == "ah") else "ah"
+        return Result.AH_ESP if any(p.inner_esp for p in mine if p.kind == "ah") else Result.AH
     if "esp" in kinds:
-        return "esp"
-    return "unobserved"
+        return Result.ESP
+    return Inconclusive.UNOBSERVED
 
 
 def _segments(networks: list[str], mine: list[Packet]) -> tuple[SegmentCount, ...]:
@@ -179,8 +180,8 @@ def _ike_text(ev: Evidence, dropped: bool = False) -> list[str]:
     return out
 
 
-def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False) -> str:
-    if observed.startswith("dropped"):
+def reason(observed: Observed, ev: Evidence, timeout: float, firewalled: bool = False) -> str:
+    if observed in (Result.DROPPED, Inconclusive.DROPPED_ELSEWHERE):
         why = ev.error or "no answer"
         heard = "the listener got it but the answer was lost" if ev.received_by_server else "never reached the listener"
         parts = [f"not delivered ({why} after {ev.seconds:.1f} s of {timeout:.0f})", heard]
@@ -196,7 +197,7 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
     parts = [f"delivered in {ev.seconds:.2f} s"] + ([ev.answered_by] if ev.answered_by else [])
     if ev.throughput_mbps is not None:
         parts.append(f"{ev.bulk_bytes // 1024} KiB at {ev.throughput_mbps:g} Mbit/s")
-    if ev.clear_packets and observed != "clear" and ev.clear_handshake:
+    if ev.clear_packets and observed is not Result.CLEAR and ev.clear_handshake:
         parts.append(f"{ev.clear_handshake} handshake packets accepted in clear before IPsec (inbound passthrough)")
     elif ev.clear_packets:
         parts.append(f"{ev.clear_packets} packets in clear")
@@ -214,7 +215,7 @@ def reason(observed: str, ev: Evidence, timeout: float, firewalled: bool = False
     parts.append("marker readable on the wire" if ev.marker_in_clear else "marker never readable")
     if ev.credential_in_clear:
         parts.append("fake credential readable")
-    if observed == "unobserved":
+    if observed is Inconclusive.UNOBSERVED:
         parts.append("no packet of this flow was captured")
     # A delivered flow: the pair's IKE failures, if any, concerned other flows; only a fallback
     # to clear explains something about this one. A negotiation between the two that ran out of
@@ -272,20 +273,19 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
     )
     observed = observe(delivered, mine)
     observed = realclient.observed(observed, probe, outcome, ev)  # refused, tls (real clients)
-    if probe.get("tamper") and observed == "dropped" and not any(
+    if probe.get("tamper") and observed is Result.DROPPED and not any(
             "Proto" in k or "Error" in k for k in ev.xfrm_errors):
-        observed = "dropped-elsewhere"  # not the receiver's integrity check: the test proves nothing
-    expected = str(expectation.result)
-    if expectation.ike:
-        expected += f", IKE {expectation.ike}"
-        observed += f", IKE {ike.state if ike else 'unknown'}"
+        observed = Inconclusive.DROPPED_ELSEWHERE  # not the receiver's integrity check: proves nothing
+    # The IKE outcome is a field of its own (expected_ike against evidence.ike), never text
+    # folded into the result: the reason and the report read the result alone.
     return Verdict(
         id=expectation.id, source=expectation.source, destination=expectation.destination,
-        service=expectation.service.name, expected=expected, observed=observed,
+        service=expectation.service.name, expected=expectation.result, observed=observed,
         reason=realclient.reason(reason(observed, ev, probe["timeout"], bool(firewall)), probe, outcome,
                                  observed),
         evidence=ev,
         line=expectation.where.line if expectation.where else None,
+        expected_ike=expectation.ike,
     )
 
 
@@ -300,5 +300,6 @@ def unjudged(probe: dict, expectation, errors: list[str]) -> Verdict:
                   spis=(), sa=None, marker_in_clear=False, credential_in_clear=False)
     return Verdict(
         id=expectation.id, source=expectation.source, destination=expectation.destination,
-        service=expectation.service.name, expected=str(expectation.result), observed="not judged",
-        reason=why, evidence=ev, line=expectation.where.line if expectation.where else None)
+        service=expectation.service.name, expected=expectation.result, observed=Inconclusive.NOT_JUDGED,
+        reason=why, evidence=ev, line=expectation.where.line if expectation.where else None,
+        expected_ike=expectation.ike)

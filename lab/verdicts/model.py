@@ -5,7 +5,34 @@ Every report writer (terminal table, JSON, JUnit, HTML) reads only these datacla
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+
+from lab.model.topology import Result
+
+
+class Inconclusive(str, Enum):
+    """What a verdict observed when the wire gave no `Result` to compare. Never a pass, and
+    never something a topology may expect: the loader knows only `Result`, so these stay out
+    of it."""
+
+    UNOBSERVED = "unobserved"  # delivered, yet no packet of the flow was captured on any network
+    NOT_JUDGED = "not judged"  # the executor returned no outcome for the probe
+    DROPPED_ELSEWHERE = "dropped-elsewhere"  # tampered and lost, but not by the receiver's integrity check
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Observed = Result | Inconclusive
+
+
+def observed_of(text: str) -> Observed:
+    """A JSON report's `observed` back into its type: a Result, else one of the inconclusive."""
+    try:
+        return Result(text)
+    except ValueError:
+        return Inconclusive(text)
 
 
 @dataclass(frozen=True)
@@ -77,15 +104,66 @@ class Verdict:
     source: str
     destination: str
     service: str
-    expected: str  # esp | ah | ah+esp | clear | dropped
-    observed: str  # the same values, or "unobserved" when the capture saw nothing to judge by
+    expected: Result
+    observed: Observed  # a Result, or why there is none (Inconclusive)
     reason: str  # one line a person can read: what the wire showed
     evidence: Evidence
     line: int | None = None  # the expectation's line in the topology file
+    expected_ike: str | None = None  # "established" | "failed", when the expectation says
+
+    def __post_init__(self) -> None:
+        # A plain string here would compare unequal forever and fail quietly: refuse it early.
+        if not isinstance(self.expected, Result) or not isinstance(self.observed, (Result, Inconclusive)):
+            raise TypeError(f"Verdict {self.id}: expected must be a Result and observed a Result or "
+                            f"Inconclusive, got {self.expected!r} and {self.observed!r}")
+
+    @property
+    def ike(self) -> str | None:
+        """The IKE outcome between the two hosts during the run (the evidence's own record)."""
+        return self.evidence.ike
 
     @property
     def ok(self) -> bool:
-        return self.expected == self.observed
+        # An inconclusive observation never passes, whatever was expected.
+        return isinstance(self.observed, Result) and self.observed is self.expected \
+            and (self.expected_ike is None or self.ike == self.expected_ike)
+
+    @property
+    def expected_text(self) -> str:
+        """ "esp", or "esp, IKE established" when the expectation names the IKE outcome. """
+        return f"{self.expected}, IKE {self.expected_ike}" if self.expected_ike else str(self.expected)
+
+    @property
+    def observed_text(self) -> str:
+        """What was seen, in the words of `expected_text`, so the two columns compare."""
+        return f"{self.observed}, IKE {self.ike or 'unknown'}" if self.expected_ike else str(self.observed)
+
+    def to_dict(self) -> dict:
+        """Plain JSON values: results as their strings, IKE expected and observed as fields."""
+        d = asdict(self)
+        d.update(expected=self.expected.value, observed=self.observed.value, ike=self.ike, ok=self.ok)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Verdict:
+        """The inverse of to_dict (derived keys, `ok` and `ike`, are recomputed, not read)."""
+        own = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in own}
+        kw.update(expected=Result(d["expected"]), observed=observed_of(d["observed"]),
+                  evidence=evidence_of(d["evidence"]))
+        return cls(**kw)
+
+
+def evidence_of(d: dict) -> Evidence:
+    """Evidence from its JSON form: tuples where the dataclass has tuples."""
+    sa = d.get("sa")
+    return Evidence(**{
+        **d,
+        "segments": tuple(SegmentCount(**s) for s in d.get("segments", ())),
+        "spis": tuple(d.get("spis", ())),
+        "sa": SaRef(**{**sa, "local_ts": tuple(sa["local_ts"]), "remote_ts": tuple(sa["remote_ts"])}) if sa else None,
+        "ike_reasons": tuple(d.get("ike_reasons", ())),
+    })
 
 
 @dataclass(frozen=True)
@@ -137,6 +215,5 @@ class RunReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ok"] = self.ok
-        for v, raw in zip(self.verdicts, d["verdicts"]):
-            raw["ok"] = v.ok
+        d["verdicts"] = [v.to_dict() for v in self.verdicts]
         return d

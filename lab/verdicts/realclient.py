@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 
 from lab.model.services import PROTOCOL_NUMBERS
+from lab.model.topology import Result
+from lab.verdicts.model import Observed
 
 SLACK = 0.5
 
@@ -31,24 +33,25 @@ def client_port(probe: dict, packets) -> int:
     return 0
 
 
-def observed(observed: str, probe: dict, outcome: dict, evidence) -> str:
+def observed(observed: Observed, probe: dict, outcome: dict, evidence) -> Observed:
+    """A Result (or Inconclusive) as the wire showed it, read again for a real client."""
     if not (probe.get("client") or probe.get("proxied")):
         return observed
     if outcome.get("refused"):
-        return "refused"
-    if observed == "clear" and probe.get("service") == "https" and not evidence.credential_in_clear \
+        return Result.REFUSED
+    if observed is Result.CLEAR and probe.get("service") == "https" and not evidence.credential_in_clear \
             and not evidence.marker_in_clear:
-        return "tls"
+        return Result.TLS
     return observed
 
 
-def reason(text: str, probe: dict, outcome: dict, observed: str = "") -> str:
+def reason(text: str, probe: dict, outcome: dict, observed: Observed | None = None) -> str:
     if not (probe.get("client") or probe.get("proxied")):
         return text
-    if observed in ("tls", "refused"):  # no IPsec here: the handshake was not "before IPsec"
+    if observed in (Result.TLS, Result.REFUSED):  # no IPsec here: the handshake was not "before IPsec"
         text = re.sub(r"(\d+) handshake packets accepted in clear before IPsec \(inbound passthrough\)",
                       r"\1 packets in clear", text)
-        text = text.replace("delivered in", "answered in") if observed == "refused" else text
+        text = text.replace("delivered in", "answered in") if observed is Result.REFUSED else text
     text = text.replace("fake credential readable", "login readable")
     who = outcome.get("client") or "client"
     answer = outcome.get("answer")

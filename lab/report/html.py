@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from lab.model.topology import Result
 from lab.report.picture import report_picture
 from lab.report.table import location, phase_name, short_evidence, summary_text
 from lab.verdicts.model import RunReport, Verdict
@@ -43,7 +44,7 @@ def display_date(started: str) -> str:
 
 def _row(report: RunReport, verdict: Verdict) -> dict:
     ev = verdict.evidence
-    exposed = verdict.expected != "clear" and (ev.marker_in_clear or ev.credential_in_clear)
+    exposed = verdict.expected is not Result.CLEAR and (ev.marker_in_clear or ev.credential_in_clear)
     return {
         "v": verdict,
         "ev": ev,

@@ -29,7 +29,7 @@ def _verdict_case(suite: ET.Element, report: RunReport, verdict: Verdict) -> Non
                *evidence_lines(verdict.evidence)]
     if not verdict.ok:
         failure = ET.SubElement(case, "failure", type="ExpectationFailed",
-                                message=f"expected {verdict.expected}, observed {verdict.observed}")
+                                message=f"expected {verdict.expected_text}, observed {verdict.observed_text}")
         failure.text = "\n".join(details)
     else:
         ET.SubElement(case, "system-out").text = "\n".join(details)

@@ -118,7 +118,7 @@ def report_picture(report) -> str:
         topology = load_topology(report.path)
     except (TopologyError, OSError):
         return ""
-    arrows = [Arrow(v.source, v.destination, v.service, v.observed, failed=not v.ok) for v in report.verdicts]
+    arrows = [Arrow(v.source, v.destination, v.service, str(v.observed), failed=not v.ok) for v in report.verdicts]
     return render_svg(dot_source(topology, arrows)) + legend()
 
 
@@ -126,7 +126,7 @@ def write_diff_page(topology: Topology, rows, changes, path: str | Path, static:
     """diff.html: NEW's topology with every observed (or, static, predicted) flow, the changed
     ones drawn thick."""
     changed = {c.id: c for c in changes}
-    arrows = [Arrow(r.source, r.destination, r.service, r.observed, failed=not r.agrees,
+    arrows = [Arrow(r.source, r.destination, r.service, str(r.observed), failed=not r.agrees,
                     highlight=r.id in changed, faded=r.id not in changed) for r in rows or []]
     items = "".join(f"<li><code>{html.escape(c.line())}</code>{'' if c.covered else ' (not covered by NEW&#39;s expectations)'}</li>"
                     for c in changes) or "<li>No flow changed.</li>"

@@ -111,8 +111,8 @@ def location(report: RunReport, verdict: Verdict) -> str:
 
 
 def failure_line(report: RunReport, verdict: Verdict) -> str:
-    return (f"FAILED {verdict.id} ({location(report, verdict)}): expected {verdict.expected}, "
-            f"observed {verdict.observed} \u2014 {verdict.reason}")
+    return (f"FAILED {verdict.id} ({location(report, verdict)}): expected {verdict.expected_text}, "
+            f"observed {verdict.observed_text} \u2014 {verdict.reason}")
 
 
 def sa_ref_text(ev: Evidence) -> str:
@@ -146,7 +146,7 @@ def evidence_lines(ev: Evidence) -> list[str]:
 
 
 def _observed_cell(verdict: Verdict) -> Text:
-    return Text(verdict.observed, style="green" if verdict.ok else "bold red")
+    return Text(verdict.observed_text, style="green" if verdict.ok else "bold red")
 
 
 def print_verdicts(report: RunReport, console: Console) -> None:
@@ -159,7 +159,7 @@ def print_verdicts(report: RunReport, console: Console) -> None:
     table.add_column("observed", no_wrap=True)
     table.add_column("evidence", overflow="fold", ratio=1)
     for v in report.verdicts:
-        table.add_row(Text(v.source), Text(v.destination), Text(v.service), Text(v.expected),
+        table.add_row(Text(v.source), Text(v.destination), Text(v.service), Text(v.expected_text),
                       _observed_cell(v), Text(short_evidence(v.evidence)))
     console.print(table)
     for v in report.failed:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.model.topology import Topology
+from lab.model.topology import Result, Topology
+from lab.verdicts.model import Observed
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,20 @@ class Change:
     source: str
     destination: str
     service: str
-    old: str
-    new: str
+    old: Observed | None  # None: the flow is absent from that version
+    new: Observed | None
     covered: bool  # NEW's written expectations name this flow
 
+    @property
+    def before(self) -> str:
+        return "absent" if self.old is None else str(self.old)
+
+    @property
+    def after(self) -> str:
+        return "absent" if self.new is None else str(self.new)
+
     def line(self) -> str:
-        return f"{self.source} -> {self.destination} {self.service}: {self.old} -> {self.new}"
+        return f"{self.source} -> {self.destination} {self.service}: {self.before} -> {self.after}"
 
 
 def file_at(ref: str, path: str, workdir: str) -> str:
@@ -48,15 +57,17 @@ def file_at(ref: str, path: str, workdir: str) -> str:
     return str(out)
 
 
-def changes(old: dict[str, tuple[str, str, str, str]], new: dict[str, tuple[str, str, str, str]],
-            new_topology: Topology) -> list[Change]:
+Results = dict[str, tuple[str, str, str, Observed]]
+
+
+def changes(old: Results, new: Results, new_topology: Topology) -> list[Change]:
     """old/new: flow id -> (source, destination, service, result). Only what differs, in NEW's
     order, then flows NEW no longer has."""
     written = {e.id for e in new_topology.expectations}
     out = []
     for fid in list(new) + [f for f in old if f not in new]:
         a, b = old.get(fid), new.get(fid)
-        before, after = a[3] if a else "absent", b[3] if b else "absent"
+        before, after = a[3] if a else None, b[3] if b else None
         if before != after:
             src, dst, svc = (b or a)[:3]
             out.append(Change(fid, src, dst, svc, before, after, fid in written))
@@ -72,7 +83,7 @@ def markdown(changes_: list[Change], old_name: str, new_name: str, static: bool,
         return "\n".join(lines) + "\n"
     lines += ["| flow | before | after | written in NEW |", "|---|---|---|---|"]
     for c in changes_:
-        lines.append(f"| `{c.source} -> {c.destination} {c.service}` | {c.old} | {c.new} | "
+        lines.append(f"| `{c.source} -> {c.destination} {c.service}` | {c.before} | {c.after} | "
                      f"{'yes' if c.covered else '**no**'} |")
     uncovered = [c for c in changes_ if not c.covered]
     if uncovered:
@@ -88,8 +99,9 @@ def side(path: str, static: bool, report_dir: str, args, progress) -> tuple[Topo
 
     topology = load_topology(path)
     if static:  # the prediction stands in for the observation
-        rows = [live.MatrixRow(p.id, p.flow.source, p.flow.destination, p.flow.service.name, None, p.result,
-                               p.result, p.reason, "predicted") for p in predict_matrix(topology)]
+        rows = [live.MatrixRow(p.id, p.flow.source, p.flow.destination, p.flow.service.name, None,
+                               Result(p.result), Result(p.result), p.reason, "predicted")
+                for p in predict_matrix(topology)]
         return topology, {r.id: (r.source, r.destination, r.service, r.observed) for r in rows}, rows
     from lab import runner
 

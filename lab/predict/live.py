@@ -22,7 +22,7 @@ from pathlib import Path
 from lab.model.topology import Expectation, Result, Service, Topology
 from lab.predict.flows import Flow, Prediction, predict_flow
 from lab.predict.matrix import matrix_flows
-from lab.verdicts.model import RunReport
+from lab.verdicts.model import Inconclusive, Observed, RunReport
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,24 @@ class MatrixRow:
     source: str
     destination: str
     service: str
-    written: str | None
-    predicted: str
-    observed: str
+    written: Result | None
+    predicted: Result
+    observed: Observed
     why: str  # the prediction's reasoning
     evidence: str  # what the wire showed
 
     @property
     def agrees(self) -> bool:
-        return self.predicted == self.observed
+        return not isinstance(self.observed, Inconclusive) and self.predicted is self.observed
 
     @property
     def holds(self) -> bool:
-        return self.written is None or self.written == self.observed
+        return self.written is None or (not isinstance(self.observed, Inconclusive) and self.written is self.observed)
+
+    def to_dict(self) -> dict:
+        """Plain strings, as matrix.json has always carried them."""
+        return {**self.__dict__, "written": self.written and self.written.value, "predicted": self.predicted.value,
+                "observed": self.observed.value, "agrees": self.agrees, "holds": self.holds}
 
 
 def matrix_topology(topology: Topology, services: tuple[Service, ...] | None = None
@@ -72,7 +77,7 @@ def rows(report: RunReport, predictions: dict[str, Prediction], written: dict[st
     out = []
     for v in report.verdicts:
         w = written.get(v.id)
-        out.append(MatrixRow(v.id, v.source, v.destination, v.service, w.result.value if w else None,
+        out.append(MatrixRow(v.id, v.source, v.destination, v.service, w.result if w else None,
                              v.expected, v.observed, predictions[v.id].reason, short_evidence(v.evidence)))
     return out
 
@@ -90,7 +95,7 @@ def write_matrix(matrix: list[MatrixRow], topology: Topology, directory: str | P
     path.write_text(json.dumps({
         "topology": topology.name, "path": topology.path, "flows": total, "written": covered,
         "disagreements": [r.id for r in matrix if not r.agrees],
-        "rows": [{**r.__dict__, "agrees": r.agrees, "holds": r.holds} for r in matrix],
+        "rows": [r.to_dict() for r in matrix],
     }, indent=1))
     return str(path)
 

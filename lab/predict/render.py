@@ -58,7 +58,7 @@ def print_live_matrix(matrix, topology: Topology, console: Console) -> None:
         table.add_column(col, overflow="fold")
     for r in matrix:
         style = "green" if r.agrees and r.holds else "bold red"
-        table.add_row(r.source, r.destination, r.service, r.written or "-", r.predicted,
+        table.add_row(r.source, r.destination, r.service, str(r.written or "-"), str(r.predicted),
                       f"[{style}]{r.observed}[/{style}]", r.evidence)
     console.print(table)
     for r in matrix:

@@ -19,6 +19,9 @@ from wirecheck import check_report
 
 from lab import cleanup, runner
 from lab.model.load import load_topology
+from lab.model.topology import Result
+
+PROTECTED = (Result.ESP, Result.AH, Result.AH_ESP)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "topologies" / "exchange-fe-be-http.yaml"
@@ -39,7 +42,8 @@ def test_every_expectation_holds_with_containers(docker_run):
     assert not report.errors, report.errors
     topo = load_topology(str(DEFAULT))
     assert {v.id for v in report.verdicts} == {e.id for e in topo.expectations}
-    bad = [f"{v.id}: expected {v.expected}, observed {v.observed}: {v.reason}" for v in report.verdicts if not v.ok]
+    bad = [f"{v.id}: expected {v.expected_text}, observed {v.observed_text}: {v.reason}"
+           for v in report.verdicts if not v.ok]
     assert not bad, bad
     problems = check_report(report, REPORT)  # read again by tcpdump, not by the lab's classifier
     assert not problems, "tcpdump disagrees with the lab:\n" + "\n".join(problems)
@@ -58,7 +62,7 @@ def test_charon_runs_in_each_ipsec_container_with_its_vici_socket(docker_run):
         assert c["ike_listening"], f"{host}: charon does not listen on udp/500"
     # The protected flow's SA pair is in the kernel of both ends, seen from their containers.
     for v in report.verdicts:
-        if v.observed in ("esp", "ah", "ah+esp"):
+        if v.observed in PROTECTED:
             for end in (v.source, v.destination):
                 assert checks[end]["xfrm_states"] >= 2, f"{end}: no XFRM SA pair for {v.id}"
 

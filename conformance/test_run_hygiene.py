@@ -8,13 +8,16 @@ from pathlib import Path
 from conftest import REPORTS
 
 from lab import cleanup
+from lab.model.topology import Result
+
+PROTECTED = (Result.ESP, Result.AH, Result.AH_ESP)
 
 
 def test_sas_listed_for_protected_flows(topology_path, lab_runs):
     """B14: every flow judged esp or ah is backed by an installed SA that carried bytes."""
     report = lab_runs.get(topology_path)
     for v in report.verdicts:
-        if v.observed in ("esp", "ah", "ah+esp"):
+        if v.observed in PROTECTED:
             assert v.evidence.sa is not None, f"{v.id}: protected on the wire but no SA found in list-sas"
             rows = [r for r in report.sas if r.host == v.evidence.sa.host and r.spi_in == v.evidence.sa.spi_in]
             assert rows and rows[0].state == "INSTALLED" and rows[0].bytes_out + rows[0].bytes_in > 0, \
@@ -29,9 +32,9 @@ def test_credentials_readable_exactly_when_not_encrypted(topology_path, lab_runs
     for v in report.verdicts:
         sa = v.evidence.sa
         null_cipher = sa is not None and sa.protocol == "ESP" and sa.algorithms.startswith("NULL")
-        if v.observed.startswith("esp") and not v.evidence.clear_packets and not null_cipher:
+        if v.observed is Result.ESP and not v.evidence.clear_packets and not null_cipher:
             assert not v.evidence.credential_in_clear, f"{v.id}: ESP, yet the credential was readable"
-        if (v.observed.startswith(("ah", "clear")) or (v.observed == "esp" and null_cipher)) \
+        if (v.observed in (Result.AH, Result.AH_ESP, Result.CLEAR) or (v.observed is Result.ESP and null_cipher)) \
                 and v.evidence.delivered:
             assert v.evidence.credential_in_clear, f"{v.id}: {v.observed}, yet the credential was not found"
 

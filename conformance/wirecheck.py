@@ -129,7 +129,7 @@ def disagreement(observed: str, flow: Flow, pairs: set[tuple[str, str]], spis: s
                  captures: list[Path]) -> str | None:
     """None when tcpdump's counts agree with `observed`; else one line saying what it saw.
     `pairs`: the IPsec endpoints besides the two hosts; `spis`: the SA's, as list-sas showed."""
-    kind = observed.split(",")[0].strip()
+    kind = observed  # the bare result: a verdict's IKE outcome is a field of its own
     own = flow_filter(flow)
     if kind == "clear":
         n = count(captures, own)
@@ -159,13 +159,13 @@ def check_report(report, folder: Path) -> list[str]:
         return [f"no capture in {folder / 'captures'}"]
     out = []
     for v in report.verdicts:
-        if v.observed.split(",")[0].strip() not in ("esp", "ah", "ah+esp", "clear"):
+        if str(v.observed) not in ("esp", "ah", "ah+esp", "clear"):
             continue
         sa = v.evidence.sa
         hosts = {v.source, v.destination, sa.host if sa else None}
         pairs = {(r.local, r.peer) for r in report.sas if r.host in hosts and r.local and r.peer}
         spis = {s for s in (sa.spi_in, sa.spi_out) if s} if sa else set()
-        why = disagreement(v.observed, parse_flow(v.evidence.flow), pairs, spis, captures)
+        why = disagreement(str(v.observed), parse_flow(v.evidence.flow), pairs, spis, captures)
         if why:
             out.append(f"{v.id}: the lab says {why}")
     return out

@@ -151,12 +151,19 @@ def disagreement(observed: str, flow: Flow, pairs: set[tuple[str, str]], spis: s
     return f"{kind}, yet tcpdump: " + "; ".join(problems) if problems else None
 
 
+def report_captures(report, folder: Path) -> list[Path]:
+    """The pcaps this report names (a matrix run's are under wave-N/): never a file left in the
+    folder by an earlier run, which would make the recount compare against other packets."""
+    return sorted(folder / rel for rel in report.artifacts.values()
+                  if rel.endswith(".pcap") and (folder / rel).is_file())
+
+
 def check_report(report, folder: Path) -> list[str]:
     """Every esp / ah / clear verdict of a RunReport, checked against its report folder's
     captures. Returns one line per disagreement."""
-    captures = sorted((folder / "captures").glob("*.pcap"))
+    captures = report_captures(report, folder)
     if not captures:
-        return [f"no capture in {folder / 'captures'}"]
+        return [f"no capture named by the report in {folder}"]
     out = []
     for v in report.verdicts:
         if str(v.observed) not in ("esp", "ah", "ah+esp", "clear"):

@@ -105,3 +105,19 @@ def test_esp_agrees_by_the_sa_spis_and_a_data_leak_disagrees(pcap):
     leak = pcap(IP(src=FE, dst=BE) / ESP(spi=0xC96D9198, seq=1) / Raw(b"x" * 60),
                 IP(src=FE, dst=BE) / TCP(sport=41000, dport=25, flags="PA") / Raw(b"EHLO"))
     assert "carried data in clear" in wc.disagreement("esp", smtp, set(), ESP_SPIS, leak)
+
+
+def test_the_recount_reads_the_captures_the_report_names_not_leftovers(tmp_path):
+    """A matrix run writes wave-N/captures/; a pcap left at the top by an earlier run is not its."""
+    from types import SimpleNamespace
+
+    for rel in ("captures/lan.pcap", "wave-1/captures/lan.pcap", "wave-2/captures/dmz.pcap"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    waves = SimpleNamespace(artifacts={"wave-1/captures/lan.pcap": "wave-1/captures/lan.pcap",
+                                       "wave-2/captures/dmz.pcap": "wave-2/captures/dmz.pcap",
+                                       "wave-1/executor.json": "wave-1/executor.json"})
+    assert wc.report_captures(waves, tmp_path) == [tmp_path / "wave-1/captures/lan.pcap",
+                                                   tmp_path / "wave-2/captures/dmz.pcap"]
+    nothing = SimpleNamespace(artifacts={}, verdicts=[], sas=[])
+    assert wc.check_report(nothing, tmp_path) == [f"no capture named by the report in {tmp_path}"]

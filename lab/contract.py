@@ -107,6 +107,7 @@ class HostPlan(Record):
     firewall: dict | None
     charon: dict | None  # {"conns", "settings", runtime hints}; None: no IPsec policy
     servers: dict | None = None  # real daemons (lab.services), added by the services step
+    reply_guard: dict | None = None  # an IKEv1 Respond Only host's iptables rules (lab.compile.reply_guard)
 
 
 @dataclass(eq=False)
@@ -213,6 +214,7 @@ class Results(Record):
     events: dict = field(default_factory=dict)
     soft_sas: dict = field(default_factory=dict)
     firewall: dict = field(default_factory=dict)  # firewall counters per host (B7)
+    held_replies: dict = field(default_factory=dict)  # per guarded host: clear replies held back
     failover: dict | None = None
     notes: list[str] = field(default_factory=list)
     given_up: list | None = None

@@ -223,7 +223,8 @@ def judge_run(topology, plan: Plan, results: Results, outdir: str) -> RunReport:
         verdicts.append(judge(p, outcome, results.received, packets, rows, networks, exp,
                               ike=ike_log.outcome(results, logs, *pair, near=outcome.t_start),
                               soft_sa=_soft_sa(results, pair, p, outcome),
-                              firewall=firewall or None, answered_by=answered))
+                              firewall=firewall or None, answered_by=answered,
+                              held_replies=held_replies(results, dst.name)))
     ike = {net: sum(1 for p in packets if p.network == net and p.kind == "ike") for net in networks}
     return RunReport(
         topology=topology.name, description=topology.description, path=topology.path, run_id="",
@@ -244,6 +245,16 @@ def answering_node(probe: Probe, received: list[dict]) -> tuple[str | None, str 
         return heard[0], f"answered by {heard[0]} (node of {cluster['name']}, VIP {cluster['vip']})"
     holder = cluster["holder"]
     return holder, f"{cluster['name']}'s VIP {cluster['vip']} held by {holder}; no node's listener logged the probe"
+
+
+def held_replies(results: Results, host: str) -> str | None:
+    """The host's reply guard (lab.compile.reply_guard) counts per host, not per flow: every
+    flow to a host that held replies back says so, and how many."""
+    n = results.held_replies.get(host, 0)
+    if not n:
+        return None
+    return (f"{host} held back {n} clear {'reply' if n == 1 else 'replies'} to requests it received "
+            "protected (IKEv1 responder: its SA was up before its policies; the sender retried)")
 
 
 def _soft_sa(results: Results, pair, probe: Probe, outcome: Outcome) -> str | None:

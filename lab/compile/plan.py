@@ -13,6 +13,7 @@ import ipaddress
 import secrets as _secrets
 
 from lab.compile.firewall import firewall_plan, nat_aliases
+from lab.compile.reply_guard import guard_plan
 from lab.compile.strongswan import charon_settings, compile_host, runtime_hints
 from lab.contract import HostPlan, Plan, Probe
 from lab.model.topology import Expectation, Host, Topology
@@ -263,6 +264,7 @@ def build_plan(topology: Topology, run_id: str, outdir: str, failover: str | Non
             listeners=listen[h.name],
             vips=vip_addresses(topology, h),
             firewall=firewall_plan(topology, h),  # tc filters and NAT (lab.compile.firewall)
+            reply_guard=guard_plan(topology, h),  # IKEv1 Respond Only (lab.compile.reply_guard)
             charon={"conns": compile_host(topology, h), "settings": charon_settings(topology, h),
                     **runtime_hints(topology, h)} if h.policy else None,
         ))

@@ -21,7 +21,8 @@ import threading
 import time
 
 from lab.contract import Outcome, Plan, Results, read_plan, write_results
-from lab.guest import PROGRESS, backends, capture, charon, finality, firewall, netns, servers, softsa, tamper, traffic, xfrm
+from lab.guest import (PROGRESS, backends, capture, charon, finality, firewall, netns, replyguard, servers, softsa,
+                       tamper, traffic, xfrm)
 
 
 def progress(phase: str, message: str, **extra) -> None:
@@ -88,6 +89,9 @@ class Run:
             if h.get("firewall"):
                 firewall.apply(h["ns"], h["firewall"])
                 progress("bring-up", f"firewall on {h['name']}: {len(h['firewall']['filters'])} tc filters")
+        for h in hosts:  # an IKEv1 Respond Only host: no clear reply to a protected request
+            if h.get("reply_guard"):
+                replyguard.apply(h["ns"], h["reply_guard"])
         mark("firewalls")
         started = self.servers.start(hosts)  # real daemons come up while the charons do
         if started:
@@ -235,6 +239,8 @@ class Run:
                     for h in self.plan.hosts if h.get("firewall")}
         if counters:
             self.results.firewall = counters
+        self.results.held_replies = {h["name"]: replyguard.held(h["ns"], h["reply_guard"])
+                                     for h in self.plan.hosts if h.get("reply_guard")}
         self.results.sas, self.results.policies, self.results.xfrm = sas, policies, xfrm
         self.results.events, self.results.soft_sas = events, soft
         self.results.host_checks = self.backend.checks()

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.compile import kernel_crypto
+from lab.compile import kernel_crypto, reply_guard
 from lab.contract import Plan
 from lab.errors import MissingTool, ProviderError
 from lab.kernels.base import BootLines, Deadline, ProgressFn, RunFiles, dispatch_line, run_timeout
@@ -52,6 +52,8 @@ def modules_for(plan: Plan | None) -> str:
         mods.append("act_pedit")  # tc's pedit rewrites a byte of the tampered flow
     if plan.failover:
         mods.append("nf_tables")  # the failover's bridge filters (nft)
+    if any(h.get("reply_guard") for h in plan.hosts):
+        mods.append(reply_guard.MODULES)  # an IKEv1 Respond Only host's reply guard (iptables)
     return " ".join(mods)
 
 # Each step's guest uptime goes into LAB_BOOT (`mark` is a shell function: no process), and

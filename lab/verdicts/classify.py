@@ -193,7 +193,7 @@ def reason(observed: Observed, ev: Evidence, timeout: float, firewalled: bool = 
             parts.append("not dropped at a firewall: host policy")
         if ev.xfrm_errors:
             parts.append("receiver XFRM: " + ", ".join(f"{k} +{v}" for k, v in sorted(ev.xfrm_errors.items())))
-        return "; ".join(parts + _ike_text(ev, dropped=True))
+        return "; ".join(parts + _ike_text(ev, dropped=True) + ([ev.held_replies] if ev.held_replies else []))
     parts = [f"delivered in {ev.seconds:.2f} s"] + ([ev.answered_by] if ev.answered_by else [])
     if ev.throughput_mbps is not None:
         parts.append(f"{ev.bulk_bytes // 1024} KiB at {ev.throughput_mbps:g} Mbit/s")
@@ -223,7 +223,7 @@ def reason(observed: Observed, ev: Evidence, timeout: float, firewalled: bool = 
     retried = [r for r in ev.ike_reasons if "giving up after" in r]
     if retried:
         parts.append("IKE between the two retried (" + "; ".join(retried[:2]) + ")")
-    return "; ".join(parts + ([ev.soft_sa] if ev.soft_sa else []))
+    return "; ".join(parts + [t for t in (ev.soft_sa, ev.held_replies) if t])
 
 
 def _throughput(outcome: dict) -> float | None:
@@ -236,7 +236,7 @@ def _throughput(outcome: dict) -> float | None:
 
 def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet], rows: list[ChildSa],
           networks: list[str], expectation, ike=None, soft_sa: str | None = None,
-          firewall=None, answered_by: str | None = None) -> Verdict:
+          firewall=None, answered_by: str | None = None, held_replies: str | None = None) -> Verdict:
     """`firewall`: a lab.verdicts.firewall.FirewallJudge, when the topology has firewalls.
     `answered_by`: for a flow to a cluster, which node answered (probe["dst"] is that node)."""
     probe = {**probe, **{k: outcome[k] for k in ("sport", "t_start", "t_end")}}
@@ -270,6 +270,7 @@ def judge(probe: dict, outcome: dict, received: list[dict], packets: list[Packet
         dropped_by=firewall.where_dropped(probe, packets) if firewall and not delivered else None,
         firewall_passed=firewall.passed(probe) if firewall and delivered else None,
         answered_by=answered_by,
+        held_replies=held_replies,
     )
     observed = observe(delivered, mine)
     observed = realclient.observed(observed, probe, outcome, ev)  # refused, tls (real clients)

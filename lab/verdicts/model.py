@@ -84,6 +84,7 @@ class Evidence:
     dropped_by: str | None = None  # "dropped at firewall fw: ... filter 'default drop' counted 14"
     firewall_passed: str | None = None  # a delivered flow's allow filters and their counters
     answered_by: str | None = None  # to a cluster: "answered by be1 (node of mbx, VIP 10.10.2.20)"
+    held_replies: str | None = None  # the destination's reply guard dropped clear replies (IKEv1 Respond Only)
 
     @property
     def clear_packets(self) -> int:

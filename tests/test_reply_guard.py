@@ -66,3 +66,33 @@ def test_a_verdict_says_when_its_destination_held_replies_back():
     said = held_replies(results, "srv")
     assert said.startswith("srv held back 3 clear replies") and "IKEv1" in said
     assert held_replies(results, "srv-null") is None and held_replies(results, "esp-near") is None
+
+
+class _RefusingSocket:
+    """A UDP socket whose first reply a local policy refuses (EPERM), as the guard does."""
+
+    def __init__(self, listeners, requests):
+        self.listeners, self.requests, self.sent, self.refused = listeners, list(requests), [], 0
+
+    def recvfrom(self, size):
+        if not self.requests:
+            self.listeners._stop.set()
+            raise OSError("timed out")
+        return self.requests.pop(0), ("10.10.1.12", 40000)
+
+    def sendto(self, data, peer):
+        if not self.refused:
+            self.refused += 1
+            raise PermissionError(1, "Operation not permitted")
+        self.sent.append(data)
+
+
+def test_a_udp_listener_survives_a_reply_the_guard_refused():
+    # The prober resends every half second; the listener must still be there to answer it.
+    from lab.guest.traffic import Listeners
+
+    listeners = Listeners()
+    sock = _RefusingSocket(listeners, [b"LABPROBE-1 x", b"LABPROBE-1 x"])
+    listeners._serve_udp("srv", {"protocol": "udp", "port": 9999}, sock)
+    assert sock.refused == 1 and len(sock.sent) == 1
+    assert len(listeners.received) == 2

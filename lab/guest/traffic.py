@@ -95,7 +95,13 @@ class Listeners:
                 continue
             answer = self._record(host, svc, peer, data)
             if answer:
-                s.sendto(answer, peer)
+                try:
+                    s.sendto(answer, peer)
+                except OSError:
+                    # A local policy refused the reply (EPERM from the IKEv1 reply guard while
+                    # the SA's policies are not in yet): like a lost packet, the prober resends
+                    # and the next reply goes. An uncaught error here ended the listener.
+                    pass
 
     def stop(self) -> None:
         self._stop.set()

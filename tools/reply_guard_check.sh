@@ -8,8 +8,10 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$$" != 1 ]; then  # on the host: boot a guest with this script as its init
+    dir=$(mktemp -d /var/tmp/reply-guard-check.XXXXXX)  # UML's pid file and socket, removed after
     out=$(timeout 120 linux.uml mem=256M rootfstype=hostfs rootflags=/ rw init="$ROOT/tools/reply_guard_check.sh" \
-          con=null con0=null,fd:1 2>&1 | tr -d '\r' | grep -a '^@@')
+          con=null con0=null,fd:1 umid=reply-guard-check uml_dir="$dir" 2>&1 | tr -d '\r' | grep -a '^@@')
+    rm -rf "$dir"
     echo "$out"
     echo "$out" | grep -q '^@@ ok$'
     exit $?

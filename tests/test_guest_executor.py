@@ -168,3 +168,19 @@ def test_a_failover_moves_the_vip_under_a_stream_of_requests(scenario, kernel, t
     verdict = judge_failover(fo, done, results["events"], [], "fast", results["received"])
     assert verdict.outage is not None and verdict.ok and verdict.failed_requests == 0
     assert sum(verdict.answered_by.values()) == verdict.requests and "outage" in verdict.reason
+
+
+def test_an_ikev1_responder_gets_its_reply_guard_and_its_count_is_collected(kernel, tmp_path):
+    # windows-2003-ikev1: both hosts keep the default response rule (lab.compile.reply_guard).
+    plan = plan_for("windows-2003-ikev1", tmp_path / "out")
+    guarded = {h["ns"]: h["name"] for h in plan.hosts if h.get("reply_guard")}
+    assert set(guarded.values()) == {"fe", "be"}
+    kernel.answer(r"iptables-legacy -w -t filter -L lab-held-reply",
+                  "Chain lab-held-reply (1 references)\n pkts bytes target prot opt in out source destination\n"
+                  "    2   120 DROP       0    --  *      *       0.0.0.0/0            0.0.0.0/0\n")
+    code, results = execute(plan, tmp_path)
+    assert code == 0, results["errors"]
+    restores = kernel.commands("iptables-legacy-restore")
+    assert {c.argv[3] for c in restores} == set(guarded)  # ip netns exec NS iptables-legacy-restore
+    assert all("--dir out --pol none -j lab-held-reply" in c.input for c in restores)
+    assert results["held_replies"] == {"fe": 2, "be": 2}

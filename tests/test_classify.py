@@ -102,7 +102,7 @@ def test_a_handshake_accepted_in_clear_before_ipsec_is_not_a_leak(capture):
     v = judge(plan, outcome, [], pkts, child_sas(SAS), ["dmz"], expectation("http", "esp"))
     assert v.observed == "esp"
     assert v.evidence.clear_handshake == 1
-    assert "inbound passthrough" in v.reason
+    assert "1 payload-less packets in clear before IPsec took over" in v.reason
 
 
 def test_tampered_flow_is_dropped_only_if_the_receiver_counted_it(capture):

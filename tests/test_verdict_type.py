@@ -273,7 +273,7 @@ def test_a_real_client_reads_refused_and_tls_as_results():
     readable = Evidence(**{**ev.__dict__, "credential_in_clear": True})
     assert realclient.observed(Result.CLEAR, client, outcome, readable) is Result.CLEAR
     assert realclient.observed(Inconclusive.UNOBSERVED, client, outcome, ev) is Inconclusive.UNOBSERVED
-    text = "delivered in 0.40 s; 3 handshake packets accepted in clear before IPsec (inbound passthrough)"
+    text = "delivered in 0.40 s; 3 payload-less packets in clear before IPsec took over"
     said = realclient.reason(text, client, {**outcome, "client": "curl", "answer": "HTTP 403.4"}, Result.REFUSED)
     assert said == "answered in 0.40 s; 3 packets in clear; real curl: HTTP 403.4"
-    assert realclient.reason(text, client, outcome, Result.ESP).startswith("delivered in 0.40 s; 3 handshake")
+    assert realclient.reason(text, client, outcome, Result.ESP).startswith("delivered in 0.40 s; 3 payload-less")

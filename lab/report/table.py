@@ -85,7 +85,7 @@ def short_evidence(ev: Evidence) -> str:
     if parts or ev.clear_packets:
         handshake = ev.clear_handshake if parts else 0  # protected flow: payload-less packets first
         if handshake and handshake == ev.clear_packets:
-            parts.append(f"{handshake} clear handshake (inbound passthrough)")
+            parts.append(f"{handshake} clear, no payload")
         else:
             parts.append(f"{ev.clear_packets} clear")
     if ev.throughput_mbps is not None:

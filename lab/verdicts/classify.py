@@ -198,7 +198,10 @@ def reason(observed: Observed, ev: Evidence, timeout: float, firewalled: bool = 
     if ev.throughput_mbps is not None:
         parts.append(f"{ev.bulk_bytes // 1024} KiB at {ev.throughput_mbps:g} Mbit/s")
     if ev.clear_packets and observed is not Result.CLEAR and ev.clear_handshake:
-        parts.append(f"{ev.clear_handshake} handshake packets accepted in clear before IPsec (inbound passthrough)")
+        # Payload-less (a handshake, an ACK): no data of the flow crossed in clear. Whether inbound
+        # passthrough let them in or a responder answered before its policies were installed
+        # (docs/semantics.md) is not the classifier's to say: only the count is.
+        parts.append(f"{ev.clear_handshake} payload-less packets in clear before IPsec took over")
     elif ev.clear_packets:
         parts.append(f"{ev.clear_packets} packets in clear")
     if ev.esp_packets:

@@ -49,7 +49,7 @@ def reason(text: str, probe: dict, outcome: dict, observed: Observed | None = No
     if not (probe.get("client") or probe.get("proxied")):
         return text
     if observed in (Result.TLS, Result.REFUSED):  # no IPsec here: the handshake was not "before IPsec"
-        text = re.sub(r"(\d+) handshake packets accepted in clear before IPsec \(inbound passthrough\)",
+        text = re.sub(r"(\d+) payload-less packets in clear before IPsec took over",
                       r"\1 packets in clear", text)
         text = text.replace("delivered in", "answered in") if observed is Result.REFUSED else text
     text = text.replace("fake credential readable", "login readable")

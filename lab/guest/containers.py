@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -56,7 +57,19 @@ def dockerd_argv(workdir: str) -> list[str]:
     # touch the kernel's forwarding or filters. Everything it writes stays under `d`.
     return ["dockerd", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec", "--pidfile", f"{d}/dockerd.pid",
             "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false", "--bridge=none",
-            "--userland-proxy=false", "--log-level=warn", "-H", f"unix://{d}/docker.sock"]
+            "--userland-proxy=false", "--log-level=warn", "-H", f"unix://{d}/docker.sock", *runtime_args()]
+
+
+def runtime_args() -> list[str]:
+    """crun as the OCI runtime where it is installed (make setup installs it), else dockerd's runc.
+
+    Measured in the UML guest (load 5-6): a container start 2.8-4.5 s with crun against
+    4.9 s with runc, a `docker exec` 1.8 s against 4.6 s. runc is Go and runs itself three
+    times per start (create, init, start); crun is one small C program, and a process start
+    is what the guest pays most for.
+    """
+    crun = shutil.which("crun")
+    return ["--add-runtime", f"crun={crun}", "--default-runtime", "crun"] if crun else []
 
 
 SEED_DEVICE = "/dev/ubda"  # the copy-on-write view of the seeded data-root, when there is one
@@ -168,13 +181,21 @@ class Engine:
         c = self.client.containers.run(
             image, command, name=f"lab-{self.run_id}-{host['name']}", hostname=host["name"], detach=True,
             init=True,  # docker-init is PID 1 and forwards SIGTERM to charon
-            network_mode="none", cap_add=["NET_ADMIN"], environment=env,
+            # A network namespace of its own with only `lo`, which the lab then wires. Not
+            # network_mode="none": for that dockerd adds a prestart hook that runs the dockerd
+            # binary itself (libnetwork-setkey) in every start, 10-14 s of a 13-18 s start in
+            # the guest; `network_disabled` has no hook (measured: 4.9 s, runc).
+            network_disabled=True, cap_add=["NET_ADMIN"], environment=env,
             labels={LABEL: self.run_id, "lab.host": host["name"], "lab.role": host.get("role") or ""},
             volumes=volumes,
         )
         self.containers[host["name"]] = c
         c.reload()
-        return int(c.attrs["State"]["Pid"])
+        pid = int(c.attrs["State"]["Pid"])
+        if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            # Every host must be a network of its own: never wire hosts into the lab kernel's.
+            raise RuntimeError(f"container of {host['name']} shares the lab kernel's network namespace")
+        return pid
 
     def remove_all(self) -> list[str]:
         """Every container, network and volume labelled with this run, and nothing else."""
@@ -314,6 +335,7 @@ class DockerHosts:
         self.engine.connect()
         self.info["dockerd_ready_s"] = round(time.monotonic() - t, 3)
         self.info["dockerd_version"] = self.engine.client.version().get("Version")
+        self.info["runtime"] = self.engine.client.info().get("DefaultRuntime")
         t = time.monotonic()
         how = self.engine.ensure_image(self.plan.image)
         self.info["image_" + how + "_s"] = round(time.monotonic() - t, 3)

@@ -121,10 +121,19 @@ def test_dockerd_is_private_to_the_run_and_leaves_the_network_alone():
         assert flag in argv
     assert all(v.startswith("/tmp/lab/docker/") for v in
                (argv[argv.index(o) + 1] for o in ("--data-root", "--exec-root", "--pidfile")))
-    assert argv[-1] == "unix:///tmp/lab/docker/docker.sock"
+    assert argv[argv.index("-H") + 1] == "unix:///tmp/lab/docker/docker.sock"
     snippet = containers.init_snippet("/tmp/lab")
     assert "mount -t tmpfs tmpfs /etc/docker" in snippet  # dockerd's key.json must not reach the host
     assert " ".join(argv) + " > /tmp/lab/docker/dockerd.log 2>&1 &" in snippet
+
+
+def test_dockerd_runs_containers_with_crun_where_it_is_installed(monkeypatch):
+    monkeypatch.setattr(containers.shutil, "which", lambda name: "/usr/bin/crun" if name == "crun" else None)
+    argv = containers.dockerd_argv("/tmp/lab")
+    assert argv[argv.index("--default-runtime") + 1] == "crun"
+    assert argv[argv.index("--add-runtime") + 1] == "crun=/usr/bin/crun"
+    monkeypatch.setattr(containers.shutil, "which", lambda name: None)
+    assert "--default-runtime" not in containers.dockerd_argv("/tmp/lab")  # dockerd's own runc
 
 
 def test_cli_has_the_provider_and_image_verbs(monkeypatch):

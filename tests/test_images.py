@@ -193,7 +193,7 @@ class _Container:
         self.kills.append(signal)
 
 
-def test_a_crash_kills_the_container_init_directly_not_through_dockerd():
+def test_signals_go_to_the_container_init_directly_not_through_dockerd():
     """node-crash: the kill is the failover's event; dockerd's 2 s round trip was counted in the outage."""
     import signal
 
@@ -203,5 +203,11 @@ def test_a_crash_kills_the_container_init_directly_not_through_dockerd():
     proc.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=5) == -signal.SIGKILL
     assert container.kills == []
-    proc.send_signal(signal.SIGTERM)  # a graceful stop still goes to docker-init, which forwards it
+    term = subprocess.Popen(["sleep", "60"])
+    proc = containers.ContainerProcess(container, term.pid)
+    proc.send_signal(signal.SIGTERM)  # a graceful stop goes to docker-init too, which forwards it
+    assert term.wait(timeout=5) == -signal.SIGTERM
+    assert container.kills == []
+    proc = containers.ContainerProcess(container, None)  # no PID known: through dockerd
+    proc.send_signal(signal.SIGTERM)
     assert container.kills == [signal.SIGTERM]

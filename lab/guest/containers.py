@@ -110,6 +110,9 @@ class Engine:
         self.proc: subprocess.Popen | None = None
         self.client = None
         self.containers: dict[str, object] = {}
+        # True when the lab kernel's init started dockerd (UML guest): its data-root is a
+        # copy-on-write view or tmpfs that is thrown away with the guest.
+        self.throwaway = os.path.exists(self.dir)
 
     def start(self) -> None:
         if not os.path.exists(self.dir):  # no init started it (host kernel): start it now
@@ -225,6 +228,23 @@ class Engine:
         except (OSError, docker.errors.DockerException) as exc:
             removed.append(f"error: {exc}")
         return removed
+
+    def kill_all(self, pids: dict[str, int], grace: float = 10.0) -> list[str]:
+        """Where the data-root is thrown away with the guest: SIGKILL to each container's init
+        (the kernel ends every process of the container), then wait until each is gone.
+
+        Asking dockerd to remove them cost 5.4 s for the default design in the guest (a shim
+        call, a runtime process and an overlay unmount each), for state that the guest's power-off
+        discards anyway. Returns the containers whose processes are gone, as remove_all does."""
+        for pid in pids.values():
+            _signal(pid, signal.SIGKILL)
+        deadline, out = time.monotonic() + grace, []
+        for host, pid in sorted(pids.items()):
+            while _alive(pid, None) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            name = self.containers[host].name if host in self.containers else host
+            out.append(f"error: {name} still running" if _alive(pid, None) else name)
+        return out
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM dockerd (it stops its containerd), SIGKILL after `grace`."""
@@ -386,9 +406,16 @@ class DockerHosts:
 
     def destroy(self, logs: str) -> None:
         t = time.monotonic()
-        self.info["removed"] = self.engine.remove_all()
+        if self.engine.throwaway:
+            self.info["removed"] = self.engine.kill_all(self.pids)
+            self.info["removal"] = "killed; the data-root is discarded with the guest"
+        else:
+            self.info["removed"] = self.engine.remove_all()
+            self.info["removal"] = "docker rm"
         self.info["remove_s"] = round(time.monotonic() - t, 3)
-        self.engine.stop()
+        # In the guest dockerd's orderly stop only tidies state the power-off discards (4.3 s
+        # with the killed containers): SIGKILL; containerd and its shims die with the guest.
+        self.engine.stop(grace=0.0 if self.engine.throwaway else 10.0)
         self.info["teardown_s"] = round(time.monotonic() - t, 3)
         if os.path.exists(self.engine.log_path):
             os.makedirs(logs, exist_ok=True)

@@ -1,10 +1,10 @@
 """The Docker provider on the default topology: same verdicts, host state, nothing left behind.
 
 The containers run in the lab kernel's private dockerd (inside the UML guest on machines whose
-kernel has no ESP/AH) and are gone with it before these asserts run, so testinfra cannot reach
-them from here. The executor runs testinfra's docker backend inside the guest, against each
-IPsec host's container, and records the results in results.json (executor.json in the report);
-these cases check them.
+kernel has no ESP/AH) and are gone with it before these asserts run, so nothing here can reach
+them. The executor checks each IPsec host from inside its container (its namespaces, entered
+with nsenter) and asks dockerd for each container's state, and records the results in
+results.json (executor.json in the report); these cases check them.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def test_charon_runs_in_each_ipsec_container_with_its_vici_socket(docker_run):
         assert c["charon_running"], f"{host}: no charon process in its container"
         assert c["vici_socket"], f"{host}: no VICI socket in its container"
         assert c["ike_listening"], f"{host}: charon does not listen on udp/500"
+        assert c["docker_status"] == "running", f"{host}: dockerd says {c['docker_status']}"
     # The protected flow's SA pair is in the kernel of both ends, seen from their containers.
     for v in report.verdicts:
         if v.observed in PROTECTED:

@@ -211,3 +211,29 @@ def test_signals_go_to_the_container_init_directly_not_through_dockerd():
     proc = containers.ContainerProcess(container, None)  # no PID known: through dockerd
     proc.send_signal(signal.SIGTERM)
     assert container.kills == [signal.SIGTERM]
+
+
+def test_host_check_output_is_read_into_the_recorded_fields():
+    got = containers.parse_check("charon=42\nvici=yes\nike=no\nxfrm=2\nprocs=charon docker-init nginx sh\n")
+    assert got == {"charon_running": True, "vici_socket": True, "ike_listening": False, "xfrm_states": 2,
+                   "processes": ["charon", "docker-init", "nginx", "sh"]}
+    assert containers.parse_check("charon=\nvici=no\n")["charon_running"] is False  # no PID: not running
+
+
+class _Named:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_in_a_throwaway_guest_the_containers_are_killed_and_listed_only_once_gone(tmp_path):
+    """The guest's dockerd data-root dies with the guest: SIGKILL each container's init and wait."""
+    import signal
+
+    (tmp_path / "docker").mkdir()  # as the guest's init leaves it: dockerd started before the executor
+    engine = containers.Engine(str(tmp_path), "r1")
+    assert engine.throwaway
+    inits = {h: subprocess.Popen(["sleep", "60"]) for h in ("fe", "be")}
+    engine.containers = {h: _Named(f"lab-r1-{h}") for h in inits}
+    assert engine.kill_all({h: p.pid for h, p in inits.items()}) == ["lab-r1-be", "lab-r1-fe"]
+    assert all(p.wait(timeout=5) == -signal.SIGKILL for p in inits.values())
+    assert not containers.Engine(str(tmp_path / "host"), "r2").throwaway  # dockerd of its own: docker rm

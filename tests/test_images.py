@@ -124,7 +124,12 @@ def test_dockerd_is_private_to_the_run_and_leaves_the_network_alone():
     assert argv[argv.index("-H") + 1] == "unix:///tmp/lab/docker/docker.sock"
     snippet = containers.init_snippet("/tmp/lab")
     assert "mount -t tmpfs tmpfs /etc/docker" in snippet  # dockerd's key.json must not reach the host
-    assert " ".join(argv) + " > /tmp/lab/docker/dockerd.log 2>&1 &" in snippet
+    # containerd first (its own config, on guest tmpfs), dockerd pointed at it once it listens
+    assert "containerd --config /tmp/lab/docker/containerd.toml" in snippet
+    assert f"exec {' '.join(argv)} --containerd /tmp/lab/docker/containerd.sock > /tmp/lab/docker/dockerd.log 2>&1" \
+        in snippet
+    conf = containers.containerd_config("/tmp/lab")
+    assert 'address = "/tmp/lab/docker/containerd.sock"' in conf and "io.containerd.grpc.v1.cri" in conf
 
 
 def test_dockerd_runs_containers_with_crun_where_it_is_installed(monkeypatch):

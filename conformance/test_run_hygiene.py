@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from ipaddress import ip_network
 from pathlib import Path
 
 from conftest import REPORTS
 
+import pytest
+import testinfra
+
 from lab import cleanup
+from lab.model.load import load_topology
 from lab.model.topology import Result
+
+# This machine, read through testinfra (ps, ip), not through lab.cleanup's own /proc reading:
+# a second opinion on what a run leaves here, as tcpdump is on the verdicts.
+HOST = testinfra.get_host("local://")
 
 PROTECTED = (Result.ESP, Result.AH, Result.AH_ESP)
 
@@ -78,3 +87,37 @@ def test_nothing_left_behind(topology_path, lab_runs):
     assert "namespaces_left" in executor, "the executor did not record its namespaces at teardown"
     assert executor["namespaces_left"] == [], f"namespaces left in the lab kernel: {executor['namespaces_left']}"
     assert not cleanup.namespaces_of({report.run_id}), "namespaces of the run left on this host"
+
+
+
+def _network_of_this_machine() -> set[str]:
+    """Every address on this machine's interfaces and every route it has, as text."""
+    found = {f"{name}: {a}" for name in HOST.interface.names() for a in HOST.interface(name).addresses}
+    routes = json.loads(HOST.check_output("ip -j route show table all"))
+    return found | {f"route {r['dst']}" for r in routes if r.get("dst") not in (None, "default")}
+
+
+# At collection, before any lab of this session runs (a user's own LAN may overlap a design's
+# subnets: only what appears during the session can be the lab's).
+BEFORE = _network_of_this_machine()
+
+
+def _in_lab(item: str, subnets) -> bool:
+    prefix = item.split()[-1]
+    try:
+        return any(ip_network(prefix, strict=False).overlaps(s) for s in subnets)
+    except ValueError:  # an IPv6 link-local with a zone, and the like: not a lab address
+        return False
+
+
+def test_this_machine_is_as_it_was(topology_path, lab_runs):
+    """The facts on this machine after the run, read by testinfra: no process of the run (the
+    guest is one), no run directory, and no lab address or route here (lab addresses live only
+    in the lab kernel's namespaces: never routed from the host)."""
+    report = lab_runs.get(topology_path)
+    tag = f"umid=lab-{report.run_id}"
+    assert not [p.pid for p in HOST.process.filter() if tag in p.args], "a process of the run is still alive"
+    assert not HOST.file(str(cleanup.state_dir() / report.run_id)).exists, "run directory left behind"
+    subnets = [n.subnet for n in load_topology(topology_path).networks]
+    added = sorted(i for i in _network_of_this_machine() - BEFORE if _in_lab(i, subnets))
+    assert not added, f"lab addresses on this machine: {', '.join(added)}"

@@ -19,8 +19,12 @@ def interrupt_when(argv: list[str], marker: str) -> set[str]:
     assert exit 130 with no process, run directory or namespace of the run left. Returns the
     run ids, for further checks."""
     __tracebackhide__ = True
+    # Ctrl-C in a terminal reaches a process whose SIGINT is at its default. A suite started in
+    # the background of a shell without job control inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: that would test how the suite was started, not the lab.
     proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stdout:
         seen.append(line)

@@ -9,8 +9,12 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$$" != 1 ]; then  # on the host: boot a guest with this script as its init
     dir=$(mktemp -d /var/tmp/reply-guard-check.XXXXXX)  # UML's pid file and socket, removed after
+    # The lab's own guard (modules on the first line, then the rules), read here: the guest's
+    # tmpfs on /tmp hides a checkout under /tmp, while /var/tmp stays visible.
+    (cd "$ROOT" && python3 -S -c 'from lab.compile.reply_guard import MODULES, RULES; print(MODULES); print("\n".join(RULES))') \
+        > "$dir/guard" || { rm -rf "$dir"; echo "@@ could not read lab.compile.reply_guard"; exit 1; }
     out=$(timeout 120 linux.uml mem=256M rootfstype=hostfs rootflags=/ rw init="$ROOT/tools/reply_guard_check.sh" \
-          con=null con0=null,fd:1 umid=reply-guard-check uml_dir="$dir" 2>&1 | tr -d '\r' | grep -a '^@@')
+          GUARD_FILE="$dir/guard" con=null con0=null,fd:1 umid=reply-guard-check uml_dir="$dir" 2>&1 | tr -d '\r' | grep -a '^@@')
     rm -rf "$dir"
     echo "$out"
     echo "$out" | grep -q '^@@ ok$'
@@ -20,9 +24,9 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run
 mkdir -p /run/netns /run/m/lib/modules; ln -s /usr/lib/uml/modules/$(uname -r) /run/m/lib/modules/$(uname -r)
 printf '#!/bin/sh\nexec /sbin/modprobe -d /run/m "$@"\n' > /run/mp; chmod 755 /run/mp; echo /run/mp > /proc/sys/kernel/modprobe
-GUARD_MODULES=$(cd "$ROOT" && python3 -S -c 'from lab.compile.reply_guard import MODULES; print(MODULES)')
+GUARD_MODULES=$(head -n 1 "$GUARD_FILE")  # written by the host part above (GUARD_FILE: init's environment)
 modprobe -a -d /run/m esp4 xfrm_user veth $GUARD_MODULES
-(cd "$ROOT" && python3 -S -c 'from lab.compile.reply_guard import RULES; print("\n".join(RULES))') > /run/guard
+tail -n +2 "$GUARD_FILE" > /run/guard
 for n in a b c; do ip netns add $n; ip -n $n link set lo up; done
 ip link add va netns a type veth peer name vb netns b
 ip link add vc netns c type veth peer name vb2 netns b

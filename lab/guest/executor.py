@@ -157,7 +157,7 @@ class Run:
             watcher.stop()
         if watcher.given_up:
             self.results.given_up = watcher.given_up
-        ns_of = {h["name"]: h["ns"] for h in self.plan.hosts}
+        ns_of = self.plan.ns_of()
         for p in self.plan.probes:
             if p.get("tamper"):  # one at a time, after the others: the router alters the pair's packets
                 progress("probes", f"tamper: {p['tamper']['router']} alters {p['src']}->{p['dst']} {p['service']} in flight")
@@ -189,7 +189,7 @@ class Run:
         if not real and not proxied:
             return traffic.run_probes(self.plan, self.deadlines)
         from lab.guest import clients
-        ns_of = {h["name"]: h["ns"] for h in self.plan.hosts}
+        ns_of = self.plan.ns_of()
         got: dict[str, list] = {}
         t = threading.Thread(target=lambda: got.setdefault("real", clients.run_clients(
             real, ns_of, self.workdir, self.server_secrets.get("passwords", {}))), daemon=True)

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 
+from lab.contract import Plan
 from lab.guest.netns import inside
 
 REPLY = b"LABOK "
@@ -295,9 +296,9 @@ def in_parallel(probes: list[dict], run) -> list[dict]:
     return [results[p["id"]] for p in probes]
 
 
-def run_probes(plan: dict, deadlines: dict[str, Deadline] | None = None) -> list[dict]:
+def run_probes(plan: Plan, deadlines: dict[str, Deadline] | None = None) -> list[dict]:
     """`deadlines`, by probe id: those the finality watcher may cut short."""
-    ns_of = {h["name"]: h["ns"] for h in plan.hosts}
+    ns_of = plan.ns_of()
     deadlines = deadlines or {}
     # Tampered and bulk probes run alone, after these (lab.guest.executor).
     probes = [p for p in plan.probes if not p.get("tamper") and not p.get("bulk")]

@@ -13,7 +13,8 @@ if [ "$$" != 1 ]; then  # on the host: boot a guest with this script as its init
     # tmpfs on /tmp hides a checkout under /tmp, while /var/tmp stays visible.
     (cd "$ROOT" && python3 -S -c 'from lab.compile.reply_guard import MODULES, RULES; print(MODULES); print("\n".join(RULES))') \
         > "$dir/guard" || { rm -rf "$dir"; echo "@@ could not read lab.compile.reply_guard"; exit 1; }
-    out=$(timeout 120 linux.uml mem=256M rootfstype=hostfs rootflags=/ rw init="$ROOT/tools/reply_guard_check.sh" \
+    cp "$0" "$dir/init"  # the kernel's command line splits at spaces: a checkout may have them
+    out=$(timeout 120 linux.uml mem=256M rootfstype=hostfs rootflags=/ rw init="$dir/init" \
           GUARD_FILE="$dir/guard" con=null con0=null,fd:1 umid=reply-guard-check uml_dir="$dir" 2>&1 | tr -d '\r' | grep -a '^@@')
     rm -rf "$dir"
     echo "$out"

@@ -349,3 +349,21 @@ def test_the_esp_flow_beside_the_ah_one_names_the_esp_sa(capture):
     v = judge(plan, outcome, [], pkts, child_sas(PORT_AND_ALL), ["dmz"], expectation("smtp", "esp"))
     assert v.observed == "esp" and v.evidence.sa.child == "all-to-internal"
     assert v.evidence.spis == ("c217869f", "c96d9198")
+
+
+def test_the_evidence_sa_is_the_one_that_carried_most_of_the_flow(capture):
+    """An IKEv1 responder's own reply fired its trap during the install window: a second SA was
+    negotiated and the flow crossed both. The first, listed first, carried its opening packet
+    only; the evidence names the one that carried the rest (perpeer-respond-only-ikev1, seen)."""
+    first = {"first-1": {**SAS["fe"][0]["peer-be"]["child-sas"]["fe-be-http-2"], "name": "first",
+                         "state": "REKEYED", "spi-in": "c1111111", "spi-out": "c2222222"}}
+    both = {"fe": [{"peer-be": {"remote-host": BE, "child-sas": {**first, **SAS["fe"][0]["peer-be"]["child-sas"]}}}]}
+    pkts = capture("dmz", [
+        frame(IP(src=FE, dst=BE) / ESP(spi=0xC2222222, seq=1) / Raw(b"s" * 40), T0 + 0.5),
+        *[frame(IP(src=FE, dst=BE) / ESP(spi=0xC02F0CBE, seq=i) / Raw(b"x" * 60), T0 + 1.0 + i / 100) for i in range(1, 4)],
+        *[frame(IP(src=BE, dst=FE) / ESP(spi=0xCA17170D, seq=i) / Raw(b"y" * 60), T0 + 1.0 + i / 100) for i in range(1, 3)],
+    ])
+    plan, outcome = probe()
+    v = judge(plan, outcome, [], pkts, child_sas(both), ["dmz"], expectation("http", "esp"))
+    assert v.observed == "esp" and v.evidence.sa.child == "fe-be-http"
+    assert "c2222222" in v.evidence.spis  # both SAs' packets are still counted as the flow's

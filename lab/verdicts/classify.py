@@ -136,10 +136,14 @@ def carrier(covering: list[ChildSa], mine: list[Packet]) -> ChildSa | None:
     the flow's ports, so its SPIs name the SA exactly; ESP is attributed by SA and time only,
     so it decides only when no AH packet does. When both peers initiated, an idle twin covers
     the flow too (seen: a ping each way between two hosts); when a port rule and an
-    all-traffic rule cover one flow, the wider SA carried the other flows running meanwhile."""
+    all-traffic rule cover one flow, the wider SA carried the other flows running meanwhile.
+    When the flow crossed two SAs, the one that carried most of its packets is named (seen: an
+    IKEv1 responder's trap fired by its own reply during the install window negotiated a
+    second SA; the first carried the opening packet only and was closed as redundant)."""
     for kinds in (("ah",), ("ah", "esp")):
-        seen = {p.spi for p in mine if p.kind in kinds and p.spi}
-        row = next((r for r in covering if {r.spi_in, r.spi_out} & seen), None)
+        spis = [p.spi for p in mine if p.kind in kinds and p.spi]
+        carried = {id(r): sum(s in (r.spi_in, r.spi_out) for s in spis) for r in covering}
+        row = max((r for r in covering if carried[id(r)]), key=lambda r: carried[id(r)], default=None)
         if row:
             return row
     return covering[0] if covering else None

@@ -19,7 +19,7 @@ endif
 # Only for the report's screenshot test (a real headless browser): make browser (make unit runs it)
 TEST_PACKAGES := chromium
 
-.PHONY: setup packages lab lab-docker lab-docker-ci test unit coverage conformance verify bench bench-all clean cleanup help images browser
+.PHONY: setup packages lab lab-docker lab-docker-ci test unit coverage conformance verify bench bench-all bench-kill clean cleanup help images browser
 
 help:
 	@echo "make setup  install the Debian packages of lab/programs.txt, make .venv, check the UML kernel"
@@ -31,6 +31,7 @@ help:
 	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
 	@echo "make bench  time lab verify (guest boot, bring-up, probes, teardown) into bench/results/"
 	@echo "make bench-all  every figure of the README's speed table (bench/results/all.json, ~10 min)"
+	@echo "make bench-kill  how long a guest outlives kill -9 of its lab verify (bench/results/kill.json)"
 	@echo "make cleanup  remove what a killed run left behind"
 	@echo "make images   build the Docker provider's strongSwan image offline (debootstrap; else on first use)"
 
@@ -90,6 +91,9 @@ verify: setup
 
 bench: setup
 	$(BIN)/python bench/bench_verify.py $(TOPOLOGY)
+
+bench-kill: setup  # the guest must die within a second of its command, however it dies
+	$(BIN)/python bench/bench_kill.py
 
 bench-all: setup  # every figure of the README's speed table, ~10 minutes on a quiet machine
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)

@@ -74,3 +74,16 @@ def test_the_boot_loads_the_modules_a_plan_uses():
     assert {"cls_u32", "cls_matchall", "act_nat"} <= mods("firewall-missing-esp")
     assert "act_pedit" in mods("ah-vs-esp")
     assert set(uml.MODULES.split()) == set(uml.modules_for(None).split())  # no plan: all of them
+
+
+def test_the_guest_kernel_registers_no_device_it_does_not_use():
+    argv = uml.UmlGuest("r1", RunFiles("/var/tmp/x"), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES)).argv("/i.sh")
+    # con0 carries the console (init's output and the executor's progress); con=none must come first
+    assert argv.index("con=none") < argv.index("con0=null,fd:1")
+    assert {"pty.legacy_count=0", "ssl=none"} <= set(argv)
+
+
+def test_only_the_kernels_lines_about_unconfigured_consoles_leave_the_console_log():
+    assert uml.unconfigured_line("setup_one_line failed for device 7 : configured as 'none'\n")
+    assert not uml.unconfigured_line("setup_one_line failed for device 7 : bad channel 'fd:9'\n")
+    assert not uml.unconfigured_line("Failed to initialize ubd device 0 :Couldn't determine size of device's file\n")

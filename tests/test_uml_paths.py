@@ -3,6 +3,7 @@ its own /tmp and /run tmpfs is mounted back from the host, quoted, and nothing m
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -87,3 +88,23 @@ def test_only_the_kernels_lines_about_unconfigured_consoles_leave_the_console_lo
     assert uml.unconfigured_line("setup_one_line failed for device 7 : configured as 'none'\n")
     assert not uml.unconfigured_line("setup_one_line failed for device 7 : bad channel 'fd:9'\n")
     assert not uml.unconfigured_line("Failed to initialize ubd device 0 :Couldn't determine size of device's file\n")
+
+
+def test_the_modules_tree_and_the_modprobe_wrapper_are_made_on_the_host(tmp_path):
+    modules = tmp_path / "uml-modules"
+    (modules / "6.1.176").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    tree, wrapper = uml.write_module_files(str(tmp_path / "run"), modules)
+    assert (tmp_path / "run" / "modules" / "lib" / "modules" / "6.1.176").resolve() == modules / "6.1.176"
+    assert os.access(wrapper, os.X_OK) and "modprobe -d /run/lab-modules" in open(wrapper).read()
+
+
+def test_the_init_starts_no_process_for_what_the_host_prepared(tmp_path):
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    plan = SimpleNamespace(provider="netns", image=None, hosts=[], probes=[], failover=None)
+    guest = uml.UmlGuest("r1", RunFiles(str(rundir)), uml.UmlKernel(uml.STOCK_UML, uml.STOCK_MODULES), plan)
+    text = open(guest._write_init()).read()
+    assert not {"uname", "chmod", "mkdir", "printf"} & set(uml.PRELUDE.split())  # binds aside: no such process
+    assert f"echo {rundir}/modprobe > /proc/sys/kernel/modprobe" in text
+    assert "ip link set lo up" in text  # no warm-up batch for a plan without IPsec: the loopback alone

@@ -292,11 +292,14 @@ class Run:
 def _module_requests() -> list[str] | None:
     """The module names the kernel asked the guest's modprobe wrapper for (lab.kernels.uml);
     after the boot-time crypto warm-up a run should need none. None where there is no wrapper."""
+    path = os.environ.get("LAB_MODPROBE_LOG")  # set by the guest's init, which installs the wrapper
+    if not path:
+        return None
     try:
-        with open("/run/lab-modprobe.log") as f:
+        with open(path) as f:
             return [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
-        return [] if os.path.exists("/run/lab-modprobe") else None
+        return []
 
 
 def _uptime() -> float:

@@ -60,7 +60,7 @@ def modules_for(plan: Plan | None) -> str:
 # the executor records them (`boot_steps` in executor.json): where the guest's boot went.
 PRELUDE = """#!/bin/sh
 # PID 1 of a lab guest, written by lab.kernels.uml for run {run_id}.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1 LAB_RUN_ID={run_id}
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1 LAB_RUN_ID={run_id} LAB_MODPROBE_LOG=/run/lab-modprobe.log
 mark() {{ read t _ < /proc/uptime; LAB_BOOT="$LAB_BOOT $1=$t"; }}
 mount -t proc proc /proc
 mark kernel
@@ -72,24 +72,19 @@ mount -t sysfs sys /sys
 # Private tmpfs: what the guest writes under /tmp and /run must not land on the host.
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
-{binds}mkdir -p /run/netns /run/lab-modules/lib/modules
-ln -s {modules}/$(uname -r) /run/lab-modules/lib/modules/$(uname -r)
-# The kernel asks for crypto templates (hmac, gcm, ...) when an SA is added: point it at them.
-# Each request is logged (a shell builtin, no extra process): the run reports how many came.
-# Nothing in the lab uses kernel TLS, KCM or ESP in TCP, the users of the stream parser
-# whose start-up the kernel skips (KERNEL_ARGS): their modules are refused.
-printf '#!/bin/sh\\necho "$3" >> /run/lab-modprobe.log\\ncase "$3" in tls|kcm|espintcp|tcp-ulp-*|net-pf-41) exit 1;; esac\\nexec /sbin/modprobe -d /run/lab-modules "$@"\\n' > /run/lab-modprobe
-chmod 755 /run/lab-modprobe
-echo /run/lab-modprobe > /proc/sys/kernel/modprobe
+{binds}# The modules' tree and the modprobe wrapper were made on the host, in the run directory
+# (lab.kernels.uml.write_module_files): in the guest each process start costs 30-100 ms.
+ln -s {module_tree} /run/lab-modules
+echo {wrapper} > /proc/sys/kernel/modprobe
 mark mounts
 """
 
 # The kernel's modules and the crypto warm-up: in the guest's init, before whatever runs next.
 KERNEL_READY = """modprobe -a -d /run/lab-modules {module_list} 2>/dev/null
 mark modules
-ip link set lo up
 {crypto}mark crypto
 """
+LOOPBACK = "ip link set lo up\n"  # without a warm-up; with one, its batch does it
 
 # Issue 12: the first SA of an algorithm asks for ~18 modules by name, one modprobe process
 # each (0.1-0.15 s in the guest), and concurrent first installs queue behind one another.
@@ -98,8 +93,34 @@ ip link set lo up
 # itself (an empty modprobe path starts no process). The wrapper is back for the run.
 CRYPTO_WARMUP = """echo > /proc/sys/kernel/modprobe
 ip -force -batch {batch} >/dev/null
-echo /run/lab-modprobe > /proc/sys/kernel/modprobe
+echo {wrapper} > /proc/sys/kernel/modprobe
 """
+
+# The kernel asks for crypto templates (hmac, gcm, ...) when an SA is added: the wrapper
+# points modprobe at the UML modules. Each request is logged (a shell builtin, no extra
+# process): the run reports how many came. Nothing in the lab uses kernel TLS, KCM or ESP in
+# TCP, the users of the stream parser whose start-up the kernel skips (KERNEL_ARGS): their
+# modules are refused.
+MODPROBE_WRAPPER = """#!/bin/sh
+echo "$3" >> /run/lab-modprobe.log
+case "$3" in tls|kcm|espintcp|tcp-ulp-*|net-pf-41) exit 1;; esac
+exec /sbin/modprobe -d /run/lab-modules "$@"
+"""
+
+
+def write_module_files(rundir: str, modules: Path) -> tuple[str, str]:
+    """In the run directory: `modules/lib/modules/<release>` linked to each of the kernel's
+    module trees (the guest's `uname -r` picks its own; modprobe -d wants this layout), and
+    the modprobe wrapper. Returns both paths, as the guest sees them (hostfs: the same)."""
+    tree = os.path.join(rundir, "modules")
+    os.makedirs(os.path.join(tree, "lib", "modules"))
+    for release in sorted(os.listdir(modules)) if modules.is_dir() else []:
+        os.symlink(modules / release, os.path.join(tree, "lib", "modules", release))
+    wrapper = os.path.join(rundir, "modprobe")
+    with open(wrapper, "w") as f:
+        f.write(MODPROBE_WRAPPER)
+    os.chmod(wrapper, 0o755)
+    return tree, wrapper
 
 # Power off through sysrq (built into the kernel): `halt` comes with systemd-sysv, which a
 # minimal Debian root does not have. sysrq is asynchronous: wait for it.
@@ -254,27 +275,30 @@ class UmlGuest:
             self.extra_args.append(f"ubd0={self.files.rundir}/docker.cow,{seed}")
         return self.boot(GUEST_WORKDIR, bool(seed)) if self.boot else ""
 
-    def _crypto_init(self) -> str:
-        """The warm-up lines for this plan's algorithms (lab.compile.kernel_crypto)."""
+    def _crypto_init(self, wrapper: str) -> str:
+        """The warm-up lines for this plan's algorithms (lab.compile.kernel_crypto), whose `ip`
+        also brings the loopback up; without a warm-up, `ip` for the loopback alone."""
         lines = kernel_crypto.warmup_batch(self.plan) if self.plan is not None else []
         if not lines:
-            return ""
+            return LOOPBACK
         batch = os.path.join(self.files.rundir, "crypto-warmup.batch")
         with open(batch, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        return CRYPTO_WARMUP.format(batch=shlex.quote(batch))
+            f.write("\n".join(["link set lo up", *lines]) + "\n")
+        return CRYPTO_WARMUP.format(batch=shlex.quote(batch), wrapper=shlex.quote(wrapper))
 
     def _write_init(self) -> str:
         path = os.path.join(self.files.rundir, "init.sh")
         binds = bind_lines(hidden_paths(needed_host_paths(self.files, self.kernel) + self.extra_paths))
         q = shlex.quote
+        tree, wrapper = write_module_files(self.files.rundir, self.kernel.modules)
         plan = self.plan  # None for image seeding and other bodies: every module
         if plan is not None and (plan.provider != "netns" or self.body is not None):
             plan = None  # containers (dockerd) need more than the lab's own modules
         module_list = f"{modules_for(plan)} {kernel_crypto.MODULES}"
         kernel_ready = KERNEL_READY.format(module_list=module_list,
-                                           crypto="" if self.body is not None else self._crypto_init())
-        fill = dict(run_id=self.run_id, modules=q(str(self.kernel.modules)), binds=binds, kernel_ready=kernel_ready)
+                                           crypto=LOOPBACK if self.body is not None else self._crypto_init(wrapper))
+        fill = dict(run_id=self.run_id, module_tree=q(tree), wrapper=q(wrapper), binds=binds,
+                    kernel_ready=kernel_ready)
         if self.body is not None:
             text = PRELUDE.format(**fill) + kernel_ready + BOOTED + self.body
         else:

@@ -37,10 +37,7 @@ exit status: 0 all expectations hold, 1 some do not, 2 bad input or missing tool
 
 
 def cmd_verify(args, out: Console, err: Console) -> int:
-    from lab import report as reports
     from lab import runner
-    from lab.report.table import print_sas, print_summary, print_verdicts
-
     from lab.predict.commands import cmd_verify_matrix, lint_before_run
 
     if args.matrix:
@@ -51,6 +48,10 @@ def cmd_verify(args, out: Console, err: Console) -> int:
     report_dir = args.report or f"reports/{_stem(args.topology)}"
     result = runner.run(args.topology, report_dir, kernel=args.kernel, on_progress=_progress_printer(err),
                         provider=args.provider)
+    # The report's modules were imported while the guest ran (lab.runner.preload), not before.
+    from lab import report as reports
+    from lab.report.table import print_sas, print_summary, print_verdicts
+
     written = reports.write_all(result, report_dir)
     out.print()
     print_verdicts(result, out)

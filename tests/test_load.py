@@ -885,3 +885,12 @@ def test_no_deadlock_line_without_kerberos(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(KERBEROS.replace("kerberos", "psk"))
     assert load_topology(path).auth_method == "psk"
+
+
+def test_a_file_read_again_unchanged_is_the_same_model_and_an_edited_one_is_read_anew(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text((DATA / "minimal.yaml").read_text())
+    first = load_topology(path)
+    assert load_topology(path) is first  # lint, run and report's picture: one read
+    path.write_text((DATA / "minimal.yaml").read_text().replace("name: ", "name: x", 1))
+    assert load_topology(path) is not first and load_topology(path).name == "x" + first.name

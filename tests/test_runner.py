@@ -43,3 +43,25 @@ def test_outcomes_are_matched_by_probe_id_whatever_their_order(tmp_path):
     report = judge_run(topology, plan, results, str(tmp_path))
     assert [v.id for v in report.verdicts] == [e.id for e in topology.expectations]
     assert all(v.observed == "dropped" for v in report.verdicts)
+
+
+def test_the_judging_modules_are_imported_in_the_background_once_started():
+    import sys
+    from lab import runner
+
+    pre = runner.Preload(("json.tool", "lab.no_such_module", "calendar"))
+    pre.join()  # never started: nothing to wait for
+    pre.start()
+    pre.start()  # once only
+    pre.join()
+    assert "json.tool" in sys.modules and not pre.thread.is_alive()
+    # a module that cannot be imported stops the preload quietly: the main thread's import reports it
+
+
+def test_the_guest_starts_before_scapy_is_imported():
+    import subprocess
+    import sys
+
+    code = "import lab.runner, lab.cli, sys; print('scapy' in sys.modules, 'lab.report' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

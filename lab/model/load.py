@@ -81,9 +81,25 @@ _VALIDATOR = validators.extend(Draft202012Validator, type_checker=_STRICT)(
 _EXEMPTIONS = {"windows-2000": 0, "windows-2003": 3}  # NoDefaultExempt, as each release ships
 
 
+# One `lab verify` reads its topology three times (the lint, the run, the report's picture), at
+# 0.1 s each; the model is immutable (frozen dataclasses), so a file read again unchanged is
+# the same model. Keyed by the file's text: an edited file is read anew.
+_LOADED: dict[tuple[str, str], Topology] = {}
+
+
 def load_topology(path: str | Path) -> Topology:
     """Read, validate and resolve a topology file. Raises TopologyError listing every problem."""
-    doc = Doc(str(path), _read_yaml(path))
+    text = _read_text(path)
+    key = (str(path), text)  # the model records the path as given
+    if key not in _LOADED:
+        if len(_LOADED) >= 16:  # a test session reads hundreds of files: keep the last few
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = _load(path, text)
+    return _LOADED[key]
+
+
+def _load(path: str | Path, text: str) -> Topology:
+    doc = Doc(str(path), _parse_yaml(path, text))
     builder = _Builder(doc)
     topology = builder.build()
     # One list in line order; on one line the schema's problems first (a semantic problem
@@ -96,14 +112,17 @@ def load_topology(path: str | Path) -> Topology:
     return topology
 
 
-def _read_yaml(path: str | Path) -> Any:
+def _read_text(path: str | Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TopologyError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as e:
         why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
         raise TopologyError([f"{path}: cannot read: {why}"]) from None
+
+
+def _parse_yaml(path: str | Path, text: str) -> Any:
     try:
         with warnings.catch_warnings():  # a warning would print lines without FILE:LINE
             warnings.simplefilter("ignore")

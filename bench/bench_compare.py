@@ -23,7 +23,7 @@ from pathlib import Path
 from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
-PHASES = ["guest_boot", "bring_up", "probes", "collect", "teardown", "judge_and_report", "total"]
+PHASES = ["guest_boot", "bring_up", "probes", "collect", "teardown", "judge_and_report", "total", "command"]
 
 
 def one(python: str, topology: str) -> dict:

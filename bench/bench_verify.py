@@ -12,28 +12,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import time
 
+from bench_compare import one
 from results_file import write_results
 
-from lab import runner
-
-PHASES = ["guest_boot", "bring_up", "probes", "collect", "teardown", "judge_and_report", "total"]
+PHASES = ["guest_boot", "bring_up", "probes", "collect", "teardown", "judge_and_report", "total", "command"]
 
 
 def one_run(topology: str) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="lab-bench-") as report_dir:
-        t0 = time.monotonic()
-        report = runner.run(topology, report_dir)
-        wall = time.monotonic() - t0
-    if not report.ok:
-        raise SystemExit(f"benchmark run failed: {[v.id for v in report.failed]} {report.errors}")
-    t = dict(report.timings)
-    executor = sum(t.get(k, 0.0) for k in ("guest_boot", "bring_up", "probes", "collect", "teardown"))
-    t["judge_and_report"] = round(wall - executor, 3)  # kernel choice, plan, pcap parsing, verdicts
-    t["total"] = round(wall, 3)
-    return t
+    """One `lab verify` as a process of its own (bench/one_run.py): the command's wall time
+    (`command`) and the run's phases and `total` from its result.json."""
+    s = one(sys.executable, topology)
+    if "timings" not in s or s["wrong"] or s["errors"]:
+        raise SystemExit(f"benchmark run failed: {s.get('failed') or s['wrong'] or s['errors']}")
+    return s["timings"]
 
 
 def main() -> int:

@@ -3,6 +3,9 @@
 
 Run with the Python of the checkout to measure (its editable install decides which code
 runs): bench_compare.py starts it with the `before` and the `after` interpreter in turn.
+It times the command a user types, as a process of its own (`command`: interpreter start,
+imports, the run, the report and the tables printed), and reads the run's own phases and
+`total` (lab.runner.run, from loading the topology to the judged report) from result.json.
 
 usage: PYTHON bench/one_run.py TOPOLOGY
 """
@@ -10,27 +13,35 @@ usage: PYTHON bench/one_run.py TOPOLOGY
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from lab import runner
+PHASES = ("guest_boot", "bring_up", "probes", "collect", "teardown")
 
 
 def main() -> int:
     topology = sys.argv[1]
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as report_dir:
         t0 = time.monotonic()
-        report = runner.run(topology, report_dir)
-        wall = time.monotonic() - t0
-    t = dict(report.timings)
-    executor = sum(t.get(k, 0.0) for k in ("guest_boot", "bring_up", "probes", "collect", "teardown"))
-    t["judge_and_report"] = round(wall - executor, 3)
-    t["total"] = round(wall, 3)
-    ike = [v.evidence.ike_seconds for v in report.verdicts
-           if getattr(v.evidence, "ike_seconds", None) and v.observed.startswith(("esp", "ah"))]
-    print(json.dumps({"timings": t, "held": sum(v.ok for v in report.verdicts), "total": len(report.verdicts),
-                      "errors": report.errors, "wrong": [f"{v.id}: {v.observed}" for v in report.failed],
+        res = subprocess.run([sys.executable, "-m", "lab", "verify", topology, "--report", report_dir],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        command = time.monotonic() - t0
+        result = Path(report_dir, "result.json")
+        if not result.exists():
+            print((res.stderr.strip().splitlines() or ["no result.json"])[-1], file=sys.stderr)
+            return 1
+        report = json.loads(result.read_text())
+    t = dict(report["timings"])
+    t["judge_and_report"] = round(t["total"] - sum(t.get(k, 0.0) for k in PHASES), 3)
+    t["command"] = round(command, 3)
+    verdicts = report["verdicts"]
+    ike = [v["evidence"]["ike_seconds"] for v in verdicts
+           if v["evidence"].get("ike_seconds") and str(v["observed"]).startswith(("esp", "ah"))]
+    print(json.dumps({"timings": t, "held": sum(v["ok"] for v in verdicts), "total": len(verdicts),
+                      "errors": report["errors"], "wrong": [f"{v['id']}: {v['observed']}" for v in verdicts if not v["ok"]],
                       "ike_seconds": ike}))
     return 0
 

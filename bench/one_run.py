@@ -26,7 +26,8 @@ def main() -> int:
     topology = sys.argv[1]
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as report_dir:
         t0 = time.monotonic()
-        res = subprocess.run([sys.executable, "-m", "lab", "verify", topology, "--report", report_dir],
+        # -P: the checkout of this interpreter, never one in the working directory
+        res = subprocess.run([sys.executable, "-P", "-m", "lab", "verify", topology, "--report", report_dir],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         command = time.monotonic() - t0
         result = Path(report_dir, "result.json")

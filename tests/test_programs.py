@@ -58,12 +58,14 @@ def started_by_shell() -> set[str]:
     from lab.kernels import uml
 
     fill = {k: "X" for k in ("run_id", "modules", "module_list", "plan", "secrets",
-                             "rcfile", "workdir", "d", "tarball", "tag")}
+                             "rcfile", "workdir", "d", "tarball", "tag", "module_tree", "wrapper")}
     fill.update(backend="", docker="", binds="", python="python3", python_env="PYTHONPATH=X ", python_flags="-S ",
                 imports="docker -H X import X X",
-                kernel_ready=uml.KERNEL_READY.format(module_list="X", crypto=uml.CRYPTO_WARMUP.format(batch="X")))
+                kernel_ready=uml.KERNEL_READY.format(module_list="X", crypto=uml.CRYPTO_WARMUP.format(batch="X", wrapper="X")))
     scripts = [uml.INIT.format(**fill), uml.INIT_IN_TURN.format(**fill), init_snippet("/w", seeded=True),
-               SEED_BODY.format(**fill)]
+               SEED_BODY.format(**fill), uml.LOOPBACK,
+               # the wrapper's `case` line names modules it refuses, not programs
+               "\n".join(x for x in uml.MODPROBE_WRAPPER.splitlines() if not x.startswith("case"))]
     return set().union(*(shell_commands(s) for s in scripts)) - {"X"}
 
 

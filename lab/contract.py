@@ -224,6 +224,7 @@ class Results(Record):
     namespaces_left: list[str] | None = None
     bring_up_steps: dict = field(default_factory=dict)
     collect_steps: dict = field(default_factory=dict)
+    cpu_steps: dict = field(default_factory=dict)  # the lab kernel's CPU seconds per step, by whom
     boot_marks: dict | None = None  # a UML guest's boot, step by step (guest uptime)
     format: int = RESULTS_FORMAT
 

@@ -49,5 +49,15 @@ def kernel(monkeypatch, tmp_path, one_namespace):
     replace_everywhere(monkeypatch, "spawn_private_run", rec.spawn)
     monkeypatch.setattr(netns, "write_sysctl", lambda ns, key, value: rec.calls.append(
         Call(["sysctl", "-n", ns, f"{key}={value}"])))
+    # The SAs a namespace's kernel lists over netlink (lab.guest.xfrm.states), by namespace.
+    from lab.guest import xfrm
+
+    rec.xfrm_states = {}
+
+    def states(ns):
+        rec.calls.append(Call(["netlink", "xfrm-getsa-dump", ns], ns=ns))
+        return rec.xfrm_states.get(ns, "")
+
+    monkeypatch.setattr(xfrm, "states", states)
     yield rec
     rec.close()

@@ -338,3 +338,52 @@ def test_policies_listed_first_split_the_same_way():
     state, policy = xfrm.split_listing(text)
     assert state.count("proto esp spi") == 2 and "dir out" not in state
     assert policy.startswith("src 10.10.1.10/32 dst") and "proto esp spi" not in policy
+
+
+def _newsa(key: bytes) -> bytes:
+    """A kernel's XFRM_MSG_NEWSA for an ESP transport SA with AES-GCM and this key."""
+    import socket
+    import struct
+
+    info = bytearray(xfrm.USERSA_INFO)
+    info[0:4], info[16:20] = socket.inet_aton("10.0.0.2"), socket.inet_aton("10.0.0.1")  # selector
+    struct.pack_into(">HHHHHBBB", info, 32, 80, 0xffff, 0, 0, 2, 32, 32, 6)
+    info[56:60], info[80:84] = socket.inet_aton("10.0.0.2"), socket.inet_aton("10.0.0.1")
+    struct.pack_into(">I", info, 72, 0xc60ab6f8)
+    info[76] = 50
+    struct.pack_into("=QQ", info, 160, 293, 3)
+    struct.pack_into("=IHB", info, 208, 1, 2, 0)  # reqid, family AF_INET, mode transport
+    aead = b"rfc4106(gcm(aes))".ljust(64, b"\0") + struct.pack("=II", len(key) * 8, 128) + key
+    attr = struct.pack("=HH", 4 + len(aead), 18) + aead
+    attr += b"\0" * (-len(attr) % 4)
+    body = bytes(info) + attr
+    return struct.pack("=IHHII", 16 + len(body), xfrm.XFRM_MSG_NEWSA, 2, 1, 0) + body
+
+
+def test_an_sa_dumped_over_netlink_reads_like_ip_without_its_key():
+    import struct
+
+    key = bytes(range(0xa0, 0xa0 + 36))
+    done = struct.pack("=IHHIIi", 20, xfrm.NLMSG_DONE, 2, 1, 0, 0)
+    described, finished = xfrm.parse_dump([_newsa(key) + done])
+    assert finished and described == [
+        "src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0xc60ab6f8 reqid 1 mode transport\n"
+        "\taead rfc4106(gcm(aes))\n\tsel src 10.0.0.1/32 dst 10.0.0.2/32 proto tcp dport 80\n"
+        "\tlifetime current:\n\t  293(bytes), 3(packets)\n"]
+    assert key.hex() not in described[0] and xfrm.parse_dump([_newsa(key)])[1] is False  # more to come
+    error = struct.pack("=IHHIIi", 20, xfrm.NLMSG_ERROR, 0, 1, 0, -1)
+    with pytest.raises(OSError):
+        xfrm.parse_dump([error])
+
+
+def test_cpu_per_step_is_counted_by_whom_and_never_negative():
+    import os
+
+    from lab.guest import cpu
+
+    before = cpu.sample([os.getpid()])
+    sum(i * i for i in range(200000))  # some CPU of this process
+    after = cpu.sample([os.getpid(), 2 ** 22 + 1])  # a process that is gone counts nothing
+    used = cpu.spent(before, after)
+    assert set(used) == {"busy", "charons", "executor", "processes"} and min(used.values()) >= 0
+    assert cpu.spent(after, before)["executor"] == 0.0

@@ -21,8 +21,8 @@ import threading
 import time
 
 from lab.contract import Outcome, Plan, Results, read_plan, write_results
-from lab.guest import (PROGRESS, backends, capture, charon, finality, firewall, netns, replyguard, servers, softsa,
-                       tamper, traffic, xfrm)
+from lab.guest import (PROGRESS, backends, capture, charon, cpu, finality, firewall, netns, replyguard, servers,
+                       softsa, tamper, traffic, xfrm)
 
 
 def progress(phase: str, message: str, **extra) -> None:
@@ -48,22 +48,28 @@ class Run:
         self.backend = backends.backend_class(plan.provider)(plan, workdir)  # netns or docker
         self.servers.on_host = self.backend.command  # real servers run on their host (its container)
         self.results = Results(run_id=plan.run_id)
-        self._t = time.monotonic()
+        self._t, self._cpu_at = time.monotonic(), cpu.sample([])
 
     def _stepper(self, key: str):
-        """Seconds spent in each step of a phase, into results.<key> (where the time goes)."""
-        steps, last = getattr(self.results, key), [time.monotonic()]
+        """Seconds spent in each step of a phase, into results.<key> (where the time goes), and
+        the guest's CPU seconds in it, into results.cpu_steps (who spent them)."""
+        steps, last = getattr(self.results, key), [time.monotonic(), self._cpu()]
 
         def mark(step: str) -> None:
-            now = time.monotonic()
+            now, used = time.monotonic(), self._cpu()
             steps[step] = round(now - last[0], 3)
-            last[0] = now
+            self.results.cpu_steps[step] = cpu.spent(last[1], used)
+            last[0], last[1] = now, used
         return mark
 
+    def _cpu(self) -> dict:
+        return cpu.sample([c.proc.pid for c in self.charons.values() if getattr(c.proc, "pid", None)])
+
     def _phase_done(self, name: str) -> None:
-        now = time.monotonic()
+        now, used = time.monotonic(), self._cpu()
         self.results.timings[name] = round(now - self._t, 3)
-        self._t = now
+        self.results.cpu_steps[name] = cpu.spent(self._cpu_at, used)
+        self._t, self._cpu_at = now, used
 
     def bring_up(self) -> None:
         hosts = self.plan.hosts
@@ -249,15 +255,10 @@ class Run:
 
     @staticmethod
     def _xfrm(ns: str) -> dict:
-        # `nokeys`: XFRM state carries the session keys, which must never reach a report.
-        # One process for both listings (a process per host and listing added up to seconds
-        # with 40 hosts); policies are the blocks whose selector has a prefix length.
-        # NB iproute2 6.1 prints nothing for the second listing of such a batch (either order):
-        # the policies come out empty. Nothing reads them; the states are what the verdicts use.
-        out = subprocess.run(netns.ip(ns, "-s", "-batch", "-"), input="xfrm state list nokeys\nxfrm policy list\n",
-                             capture_output=True, text=True).stdout
-        state, policy = xfrm.split_listing(out)
-        return {"state": state, "policy": policy, "stat": xfrm.stats(ns)}
+        # Over netlink from this process, without keys (lab.guest.xfrm.states): a listing
+        # process per host cost 4-9 s of the guest's one CPU with 40 hosts. The policies are
+        # not listed: nothing reads them, and iproute2 6.1 had printed them empty anyway.
+        return {"state": xfrm.states(ns), "stat": xfrm.stats(ns)}
 
     def tear_down(self) -> None:
         for agent in self.agents:

@@ -34,6 +34,10 @@ def one_namespace(monkeypatch):
         yield
 
     replace_everywhere(monkeypatch, "inside", here)  # each module that enters a namespace
+    # Never this host's own links and addresses: a host's netlink requests are recorded instead.
+    from lab.guest import rtnl
+
+    monkeypatch.setattr(rtnl, "configure", lambda ns, host: None)
 
 
 @pytest.fixture
@@ -53,6 +57,13 @@ def kernel(monkeypatch, tmp_path, one_namespace):
     from lab.guest import xfrm
 
     rec.xfrm_states = {}
+    from lab.guest import rtnl
+
+    def configure(ns, host):  # what `ip -n NS -batch -` would have been given, as one call
+        text = "\n".join(what for what, _ in rtnl.host_requests(host, lambda ifname: 1)) + "\n"
+        rec.calls.append(Call(["ip", "-n", ns, "-batch", "-"], input=text, ns=ns))
+
+    monkeypatch.setattr(rtnl, "configure", configure)
 
     def states(ns):
         rec.calls.append(Call(["netlink", "xfrm-getsa-dump", ns], ns=ns))

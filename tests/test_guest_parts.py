@@ -189,8 +189,31 @@ def test_netns_create_builds_switch_links_and_hosts(kernel):
                           "link set br0 up\nlink set h0i0 master br0\nlink set h0i0 up\n")
     sysctls = [c.argv[-1] for c in kernel.calls if c.argv[0] == "sysctl" and c.argv[2] == "ns-fe"]
     assert "net.ipv4.ip_forward=1" in sysctls and "net.ipv6.conf.all.disable_ipv6=1" in sysctls
-    host = next(c for c in kernel.calls if c.argv[:3] == ["ip", "-n", "ns-fe"])
-    assert host.argv[-2:] == ["-batch", "-"]
+    host = next(c for c in kernel.calls if c.argv[:3] == ["ip", "-n", "ns-fe"])  # netlink, recorded as ip's
+    assert host.input == ("link set lo up\naddr add 10.0.0.2/24 dev eth0\nlink set eth0 up\n"
+                          "addr add 10.0.0.9/24 dev eth0\nroute add default via 10.0.0.1\n")
+
+
+def test_a_hosts_netlink_requests_carry_what_ip_would_send():
+    import struct
+
+    from lab.guest import rtnl
+
+    host = {"name": "fe", "interfaces": [{"ifname": "eth0", "address": "10.0.0.2/24"}], "vips": [],
+            "routes": [{"dst": "default", "via": "10.0.0.1"}], "firewall": {"addresses": [
+                {"address": "10.9.0.2/32", "ifname": "eth0"}]}}
+    reqs = rtnl.host_requests(host, {"eth0": 7}.__getitem__)
+    assert [what for what, _ in reqs] == ["link set lo up", "addr add 10.0.0.2/24 dev eth0", "link set eth0 up",
+                                          "addr add 10.9.0.2/32 dev eth0", "route add default via 10.0.0.1"]
+    length, kind, flags = struct.unpack_from("=IHH", reqs[1][1])
+    assert (length, kind) == (len(reqs[1][1]), rtnl.RTM_NEWADDR) and flags & rtnl.NLM_F_ACK
+    family, prefixlen, _, _, index = struct.unpack_from("=BBBBI", reqs[1][1], 16)
+    assert (family, prefixlen, index) == (2, 24, 7) and bytes([10, 0, 0, 2]) in reqs[1][1]
+    assert reqs[0][1].endswith(b"lo\0\0") and bytes([10, 0, 0, 1]) in reqs[-1][1]
+    with pytest.raises(ValueError, match="only a default route"):
+        rtnl.host_requests(dict(host, routes=[{"dst": "10.1.0.0/16", "via": "10.0.0.1"}]), lambda i: 1)
+    refused = struct.pack("=IHHIIi", 36, rtnl.NLMSG_ERROR, 0, 0, 0, -17) + b"\0" * 16
+    assert rtnl._errno(refused) == 17 and rtnl._errno(struct.pack("=IHHIIi", 20, rtnl.NLMSG_ERROR, 0, 0, 0, 0)) == 0
 
 
 def test_netns_failures_name_the_namespace(kernel):

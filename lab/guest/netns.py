@@ -1,8 +1,8 @@
 """Network namespaces, bridges and veths for one plan, built with as few processes as possible.
 
-Runs inside the lab kernel. iproute2's batch mode does the netlink work (one process for every
-namespace and link, then one per namespace for addresses and routes): in the guest a process
-start costs far more than the netlink messages themselves.
+Runs inside the lab kernel. iproute2's batch mode creates every namespace and link (one process
+each step), then each host's addresses and routes are set over netlink from this process
+(lab.guest.rtnl): in the guest a process start costs far more than the netlink messages.
 """
 
 from __future__ import annotations
@@ -103,19 +103,6 @@ def ip_batch(commands: list[str], ns: str | None = None) -> None:
         raise RuntimeError(f"ip -batch{where} failed: {res.stderr.strip()}")
 
 
-def _host_commands(host: dict) -> list[str]:
-    cmds = ["link set lo up"]
-    for i in host["interfaces"]:
-        cmds += [f"addr add {i['address']} dev {i['ifname']}", f"link set {i['ifname']} up"]
-    for v in host.get("vips", []):
-        cmds.append(f"addr add {v['address']} dev {v['ifname']}")
-    for a in (host.get("firewall") or {}).get("addresses", []):  # NAT: answer ARP for them
-        cmds.append(f"addr add {a['address']} dev {a['ifname']}")
-    for r in host["routes"]:
-        cmds.append(f"route add {r['dst']} via {r['via']}")
-    return cmds
-
-
 def _one_address(ts: str) -> bool:
     net = ts.partition("[")[0]
     return "/" not in net or net.endswith("/32")
@@ -173,16 +160,11 @@ def create(plan: dict, attach: dict[str, int] | None = None, on_namespaces=None)
         for i in h["interfaces"]:
             switch += [f"link set {i['peer']} master {i['bridge']}", f"link set {i['peer']} up"]
     ip_batch(switch, ns=sw)
-    # One process per host namespace, all at once.
-    procs = []
+    # Each host's addresses and routes over netlink from this thread: no process per host.
+    from lab.guest import rtnl  # it enters namespaces with this module's inside()
+
     for h in plan.hosts:
-        p = subprocess.Popen(ip(h["ns"], "-batch", "-"), stdin=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        procs.append((h["name"], p, "\n".join(_host_commands(h)) + "\n"))
-    for name, p, text in procs:
-        _, err = p.communicate(text)
-        if p.returncode != 0:
-            raise RuntimeError(f"configuring host {name} failed: {err.strip()}")
+        rtnl.configure(h["ns"], h)
 
 
 def existing(prefix: str) -> list[str]:

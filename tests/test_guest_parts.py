@@ -410,3 +410,11 @@ def test_cpu_per_step_is_counted_by_whom_and_never_negative():
     used = cpu.spent(before, after)
     assert set(used) == {"busy", "charons", "executor", "processes"} and min(used.values()) >= 0
     assert cpu.spent(after, before)["executor"] == 0.0
+
+
+def test_openssl_legacy_provider_only_where_an_ike_proposal_needs_it():
+    assert charon.legacy_needed({"peer-be": {"proposals": ["aes256-sha256-modp2048", "3des-sha1-modp1024"]}}) == "no"
+    assert charon.legacy_needed({"peer-be": {"proposals": ["des-md5-modp768"]}, "peer-any": {}}) == "yes"
+    assert charon.legacy_needed({}) == "yes"  # nothing known: the daemon's own default
+    assert "load_legacy = yes" in charon.render_conf("/s", "/l")
+    assert "load_legacy = no" in charon.render_conf("/s", "/l", {"load_legacy": "no"})

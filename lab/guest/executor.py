@@ -82,7 +82,8 @@ class Run:
             for h in hosts:
                 if h["charon"] is not None:
                     self.charons[h["name"]] = self.backend.charon(h, logs)
-                    self.charons[h["name"]].settings = h["charon"].get("settings", {})
+                    self.charons[h["name"]].settings = {"load_legacy": charon.legacy_needed(h["charon"]["conns"]),
+                                                        **h["charon"].get("settings", {})}
             for c in self.charons.values():
                 c.start()
 

@@ -37,7 +37,7 @@ def one_namespace(monkeypatch):
     # Never this host's own links and addresses: a host's netlink requests are recorded instead.
     from lab.guest import rtnl
 
-    monkeypatch.setattr(rtnl, "configure", lambda ns, host: None)
+    monkeypatch.setattr(rtnl, "configure", lambda ns, host, inside: None)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def kernel(monkeypatch, tmp_path, one_namespace):
     rec.xfrm_states = {}
     from lab.guest import rtnl
 
-    def configure(ns, host):  # what `ip -n NS -batch -` would have been given, as one call
+    def configure(ns, host, inside):  # what `ip -n NS -batch -` would have been given, as one call
         text = "\n".join(what for what, _ in rtnl.host_requests(host, lambda ifname: 1)) + "\n"
         rec.calls.append(Call(["ip", "-n", ns, "-batch", "-"], input=text, ns=ns))
 

@@ -13,6 +13,8 @@ import subprocess
 import threading
 from contextlib import contextmanager
 
+from lab.guest import rtnl
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns_lock = threading.Lock()
@@ -161,10 +163,8 @@ def create(plan: dict, attach: dict[str, int] | None = None, on_namespaces=None)
             switch += [f"link set {i['peer']} master {i['bridge']}", f"link set {i['peer']} up"]
     ip_batch(switch, ns=sw)
     # Each host's addresses and routes over netlink from this thread: no process per host.
-    from lab.guest import rtnl  # it enters namespaces with this module's inside()
-
     for h in plan.hosts:
-        rtnl.configure(h["ns"], h)
+        rtnl.configure(h["ns"], h, inside)
 
 
 def existing(prefix: str) -> list[str]:

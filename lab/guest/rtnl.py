@@ -13,8 +13,6 @@ import os
 import socket
 import struct
 
-from lab.guest.netns import inside
-
 RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
@@ -76,9 +74,10 @@ def _errno(answer: bytes) -> int:
     return -struct.unpack_from("=i", answer, 16)[0]
 
 
-def configure(ns: str, host: dict) -> None:
-    """Set the host's links, addresses and routes in its namespace; the first refusal raises,
-    naming the request as `ip` would have been given it."""
+def configure(ns: str, host: dict, inside) -> None:
+    """Set the host's links, addresses and routes in its namespace (`inside(ns)` puts this
+    thread there: lab.guest.netns); the first refusal raises, naming the request as `ip`
+    would have been given it."""
     with inside(ns):
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:

@@ -12,6 +12,7 @@ lab/pytest_plugin.py, which users load in their own repositories (`--lab-topolog
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shlex
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import durations
 from lab.model.load import load_topology
 from lab.pytest_plugin import expectation_id
 
@@ -40,6 +42,13 @@ def topology_files() -> list[str]:
     return files
 
 
+@functools.cache
+def topology(path: str):
+    """Each file read once per process: collection asks for every topology from several
+    places (8 reads of each took 25 s of every worker's start on a loaded machine)."""
+    return load_topology(path)
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run scenarios marked slow (full-length Windows timers)")
     parser.addoption("--shard", metavar="K/N", default=os.environ.get("LAB_SHARD"),
@@ -52,6 +61,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group: cases that share one lab run (pytest-xdist --dist loadgroup)")
     if not config.getoption("lab_reports"):  # the plugin's LabRuns writes here
         config.option.lab_reports = str(REPORTS)
+    if hasattr(config.option, "loadscopereorder"):
+        # xdist would reorder the groups by their number of cases; the order of the items
+        # (longest group first, pytest_collection_modifyitems) is the one wanted.
+        config.option.loadscopereorder = False
 
 
 def group_of(item) -> str:
@@ -79,12 +92,13 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def in_shard(groups: list[str], shard: tuple[int, int] | None) -> set[str]:
-    """Groups dealt round-robin in sorted order: stable, and every group in exactly one shard."""
+def in_shard(groups: list[str], shard: tuple[int, int] | None, seconds: dict[str, float] | None = None) -> set[str]:
+    """Groups dealt into N shares of about equal time by their recorded durations (every
+    machine reads the same committed file, so the shares agree), each group in exactly one."""
     if not shard:
         return set(groups)
     k, n = shard
-    return {g for i, g in enumerate(sorted(set(groups))) if i % n == k - 1}
+    return durations.deal(groups, n, durations.load() if seconds is None else seconds)[k - 1]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (loadgroup)
@@ -100,14 +114,17 @@ def pytest_collection_modifyitems(config, items):
         keep.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = keep
+    # Longest groups first (LPT): xdist hands groups out in this order (see pytest_configure),
+    # so the long ones start at once and the suite ends on short ones, not one worker alone.
+    rank = {g: i for i, g in enumerate(durations.longest_first([group_of(i) for i in keep], durations.load()))}
+    items[:] = sorted(keep, key=lambda i: rank[group_of(i)])  # stable: a group's cases keep their order
 
 
 def pytest_generate_tests(metafunc):
     if "expectation_case" in metafunc.fixturenames:
         params, ids = [], []
         for path in topology_files():
-            topo = load_topology(path)
+            topo = topology(path)
             for exp in topo.expectations:
                 params.append((path, exp.id))
                 ids.append(expectation_id(topo, exp))
@@ -115,7 +132,7 @@ def pytest_generate_tests(metafunc):
     if "failover_case" in metafunc.fixturenames:
         params = []
         for path in topology_files():
-            topo = load_topology(path)
+            topo = topology(path)
             for f in topo.failovers:
                 marks = [pytest.mark.slow] if f.slow else []
                 params.append(pytest.param((path, f.name), id=f"{topo.name}::failover:{f.name}[B9]", marks=marks))
@@ -123,5 +140,5 @@ def pytest_generate_tests(metafunc):
     if "topology_path" in metafunc.fixturenames:
         # Checks on a verify run: only topologies that have flows to verify (the failover-only
         # ones are covered by their failover cases).
-        paths = [p for p in topology_files() if load_topology(p).expectations]
+        paths = [p for p in topology_files() if topology(p).expectations]
         metafunc.parametrize("topology_path", paths, ids=[Path(p).stem for p in paths])

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPORTS, topology_files
+from conftest import REPORTS, topology, topology_files
 
 from lab.model.load import load_topology
 from lab.verdicts.wire import read_capture
 
-CERT_TOPOLOGIES = [p for p in topology_files() if load_topology(p).auth_method == "certificates"]
+CERT_TOPOLOGIES = [p for p in topology_files() if topology(p).auth_method == "certificates"]
 
 
 @pytest.mark.parametrize("path", CERT_TOPOLOGIES, ids=[Path(p).stem for p in CERT_TOPOLOGIES])

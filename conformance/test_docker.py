@@ -90,10 +90,10 @@ def _real_server_topologies() -> list[str]:
     """With LAB_PROVIDER=docker (tox -e lab-docker): every topology with real servers."""
     if os.environ.get("LAB_PROVIDER") != "docker":
         return []
-    from conftest import topology_files
+    from conftest import topology, topology_files
 
     from lab.services.prepare import real_services
-    return [p for p in topology_files() if any(real_services(h) for h in load_topology(p).hosts)]
+    return [p for p in topology_files() if any(real_services(h) for h in topology(p).hosts)]
 
 
 if _real_server_topologies():  # defined only where it applies: a provider choice, not a skip

@@ -34,6 +34,31 @@ def test_every_group_is_in_exactly_one_shard():
     assert in_shard(GROUPS, None) == set(GROUPS)
 
 
+def test_shards_are_dealt_by_time_longest_first():
+    seconds = {"test_host_kernel": 70, "ah-vs-esp": 15, "b": 8, "c": 7, "d": 6, "e": 5, "test_cli": 19}
+    shards = [in_shard(list(seconds), (k, 2), seconds) for k in (1, 2)]
+    assert set().union(*shards) == set(seconds) and not shards[0] & shards[1]
+    # LPT: the 70 s group alone in one share, everything else in the other (60 s)
+    assert {"test_host_kernel"} in shards
+    # a group no figure knows still lands in exactly one share
+    assert sum("new" in in_shard(["new", *seconds], (k, 2), seconds) for k in (1, 2)) == 1
+
+
+def test_longest_groups_are_scheduled_first():
+    durations = _conformance.durations
+    order = durations.longest_first(["c", "a", "b", "a", "unknown"], {"a": 3, "b": 30, "c": 3})
+    assert order == ["b", "unknown", "a", "c"]  # unknown: DEFAULT (10 s); ties by name
+
+
+def test_durations_come_from_a_junit_file(tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text('<testsuites><testsuite name="pytest">'
+                     '<testcase name="test_expectation[x::fe-&gt;be:http[B1]]@x" time="7.5"/>'
+                     '<testcase name="test_wire[x]@x" time="0.5"/>'
+                     '<testcase name="test_docker_run@test_docker" time="20"/></testsuite></testsuites>')
+    assert _conformance.durations.from_junit(junit) == {"test_docker": 20.0, "x": 8.0}
+
+
 def test_shard_option_is_k_of_n():
     assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
     for bad in ("0/2", "3/2", "x", "1/"):

@@ -1,6 +1,6 @@
 """The lab's verdicts, read again from its captures by tcpdump (conformance/wirecheck.py).
 
-The lab classifies packets with its own scapy code; here every esp, ah and clear verdict is
+The lab classifies packets with its own code (dpkt); here every esp, ah and clear verdict is
 checked with tcpdump filter expressions on the same pcaps, so that a bug in the classifier
 cannot pass its own exam.
 """

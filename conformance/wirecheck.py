@@ -1,6 +1,6 @@
 """An independent reading of the captures: tcpdump filter expressions, not the lab's classifier.
 
-The lab judges each flow with its own parser (lab/verdicts/wire.py, scapy). This module counts
+The lab judges each flow with its own parser (lab/verdicts/wire.py, dpkt). This module counts
 the same flow's packets again with `tcpdump -r CAPTURE EXPR` on the host, so a bug in that
 parser cannot grade itself. What must agree, per verdict:
 - esp: ESP (IP 50, or ESP in UDP 4500) crossed between the two hosts or the SA's endpoints,

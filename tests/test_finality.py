@@ -249,3 +249,19 @@ def test_an_optional_inbound_template_accepts_clear_so_never_final(kernel):
     [kiosk] = [p for p in plan.probes if p["src"] == "kiosk"]
     kernel.answer(r"xfrm policy list", EDGE_IN + "\t\tlevel use \n")
     assert fin.final(kiosk, 0, {}, {}, {"edge": {"XfrmInTmplMismatch": 9}}, {"edge": {}}) is None
+
+
+# ---- tampered probes (lab.guest.tamper): final once the receiver refused altered packets ----
+
+def test_a_tampered_flow_is_final_once_the_receiver_refused_it_and_the_sender_holds_it():
+    from lab.guest.tamper import integrity_rose, tampered_final
+    before = {"XfrmInStateProtoError": 2, "XfrmInNoStates": 0, "XfrmOutNoStates": 5}
+    now = {"XfrmInStateProtoError": 3, "XfrmInNoStates": 4, "XfrmOutNoStates": 9}
+    rose = integrity_rose(before, now)
+    assert rose == {"XfrmInStateProtoError": 1}  # only integrity counters count, never NoStates
+    assert tampered_final(rose, True, "be", "fe") == (
+        "be's kernel refused the altered packets (XfrmInStateProtoError +1); fe's kernel sends it only protected")
+    # the sender may let it out in clear (unaltered): it may still arrive, wait
+    assert tampered_final(rose, False, "be", "fe") is None
+    # nothing refused (ESP in UDP is not altered, or nothing sent yet): wait
+    assert tampered_final(integrity_rose(before, before), True, "be", "fe") is None

@@ -265,3 +265,38 @@ def test_a_tampered_flow_is_final_once_the_receiver_refused_it_and_the_sender_ho
     assert tampered_final(rose, False, "be", "fe") is None
     # nothing refused (ESP in UDP is not altered, or nothing sent yet): wait
     assert tampered_final(integrity_rose(before, before), True, "be", "fe") is None
+
+
+def test_traffic_selectors_that_may_cover_a_flow():
+    from lab.guest.finality import ts_may_cover
+    assert ts_may_cover("10.10.2.20/32[tcp/80]", "10.10.2.20", 6, 80)
+    assert ts_may_cover("10.10.2.20/32[tcp/http]", "10.10.2.20", 6, 80)
+    assert not ts_may_cover("10.10.2.20/32[tcp/80]", "10.10.2.20", 6, 25)
+    assert not ts_may_cover("10.10.2.20/32[tcp/80]", "10.10.2.21", 6, 80)
+    assert not ts_may_cover("10.10.2.0/24[udp]", "10.10.2.20", 6, 80)
+    assert ts_may_cover("10.10.1.10/32[tcp]", "10.10.1.10", 6, None)  # the ephemeral port: unknown
+    assert ts_may_cover("10.10.1.10/32[tcp/80]", "10.10.1.10", 6, None)
+    assert ts_may_cover("dynamic", "10.10.2.20", 6, 25) and ts_may_cover("0.0.0.0/0", "10.1.2.3", 17, 53)
+    assert ts_may_cover("10.10.2.20/32[tcp/20-30]", "10.10.2.20", 6, 25)
+    assert ts_may_cover("10.10.2.20/32[tcp/no-such-service]", "10.10.2.20", 6, 25)  # unreadable: may
+
+
+def test_a_flow_no_initiating_rule_covers_is_shut_protected_and_final_once_the_firewall_counted():
+    fin, plan = _finality("firewall-ipsec-ruleset")
+    fin.policies = {"fe": [], "be": []}  # no policy holds SMTP: it leaves fe in clear
+    by = {(p["dst"], p["service"]): p for p in plan.probes}
+    smtp, http = by[("be", "smtp")], by[("be", "http")]
+    assert not fin._initiated_cover(smtp)  # fe's only trap is TCP 80; be only responds
+    assert fin._initiated_cover(http)
+    assert fin._protected_shut(smtp, 0, lambda taken: False)[0] == "no rule of fe or be would start an SA for it"
+    [(fw, drop)] = fin._static(smtp)["clear"]
+    counted = {fw: {(drop["dev"], drop["pref"]): 4}}
+    assert fin.final(smtp, 0, counted, {}, {}, {}) is not None  # the firewall counted its clear packets
+    assert fin.final(smtp, 0, {}, {}, {}, {}) is None  # nothing seen yet: silence waits
+    assert fin._protected_shut(http, 0, lambda taken: False) is None  # its trap may yet carry it
+
+
+def test_a_trap_on_the_receiver_toward_the_sender_may_carry_the_flow():
+    fin, plan = _finality("mismatched-filters-ikev1")
+    smtp = next(p for p in plan.probes if p["service"] == "smtp")
+    assert fin._initiated_cover(smtp)  # fe's all-traffic rule to be: never judged this way

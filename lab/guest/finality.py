@@ -15,6 +15,10 @@ In clear, it is shut when
 Protected, it is shut when
 - the sender or the receiver runs no IPsec at all (and no tunnel in the design could carry
   the flow for it);
+- the sender's kernel sends it in clear and no rule of either host that initiates (a trap)
+  has traffic selectors that could include it: every SA between them is negotiated within an
+  initiator's selectors, so none can ever carry it (the firewall's drop of the clear packets
+  is then what is seen);
 - IKE between the two definitively failed, logged after the probe started: a notify error
   the initiator received, the responder's own reason, the kernel refusing the negotiated SA,
   or a host lacking its own key (it can never authenticate); and nothing between the two
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -65,6 +70,35 @@ _NO_KEY = re.compile(r"no private key found for|no shared key found for")
 _TAG = re.compile(r"\[\w+\] <([^>]+)> (.*)$")
 _ADDR = re.compile(r"(?:to|from) (\d+\.\d+\.\d+\.\d+)")
 _CHILD_TASKS = {"CHILD_CREATE", "QUICK_MODE"}
+
+
+def ts_may_cover(ts: str, address: str, proto: int, port: int | None) -> bool:
+    """Could a strongSwan traffic selector (`10.10.2.20/32[tcp/http]`, `dynamic`, `0.0.0.0/0`,
+    `[udp/1024-65535]`) include this end of a flow? What cannot be read counts as covering: an
+    over-estimate only ever makes the watcher wait."""
+    net, _, rest = ts.partition("[")
+    try:
+        if net and address and ipaddress.ip_address(address) not in ipaddress.ip_network(net, strict=False):
+            return False
+    except ValueError:
+        pass  # dynamic, %any, a range: may be anything
+    name, _, ports = rest.rstrip("]").partition("/")
+    if name and name not in ("%any", "any", "0"):
+        try:
+            number = int(name) if name.isdigit() else socket.getprotobyname(name)
+        except OSError:
+            return True
+        if number != proto:
+            return False
+    if ports and port is not None and ports not in ("%any", "any", "0"):
+        lo, _, hi = ports.partition("-")
+        try:
+            lo_n = int(lo) if lo.isdigit() else socket.getservbyname(lo)
+            hi_n = int(hi) if hi.isdigit() else (socket.getservbyname(hi) if hi else lo_n)
+        except OSError:
+            return True
+        return lo_n <= port <= hi_n
+    return True
 
 
 class LogTail:
@@ -261,6 +295,23 @@ class Finality:
         return any(tail.failed_with(peer, since) or tail.failed_with(self._alias(peer), since)
                    for host, peer in self._ends(probe) if (tail := self.tails.get(host)))
 
+    def _initiated_cover(self, probe: dict) -> bool:
+        """May any SA between the two carry this flow? Only a rule that initiates (a trap) on
+        either host starts one, and its SA never reaches past that rule's selectors."""
+        src, dst = self._addresses(probe)
+        proto = PROTO.get(probe["protocol"], -1)
+        for host, mine, theirs, my_port, their_port in ((probe["src"], src, dst, None, probe["port"]),
+                                                        (probe["dst"], dst, src, probe["port"], None)):
+            conns = ((self.hosts[host].get("charon") or {}).get("conns") or {}).values()
+            for conn in conns:
+                for child in (conn.get("children") or {}).values():
+                    if child.get("start_action") != "trap" or child.get("mode") in ("pass", "drop"):
+                        continue
+                    if any(ts_may_cover(lt, mine, proto, my_port) for lt in child.get("local_ts") or [""]) and \
+                            any(ts_may_cover(rt, theirs, proto, their_port) for rt in child.get("remote_ts") or [""]):
+                        return True
+        return False
+
     def _ike_failed(self, probe: dict, since: float) -> str | None:
         ends = self._ends(probe)
         for host, peer in ends:  # a host without a key of its own: no IKE_SA with it can complete
@@ -300,6 +351,9 @@ class Finality:
             for name in (probe["src"], probe["dst"]):
                 if not self.hosts[name].get("charon"):
                     return f"{name} runs no IPsec", False
+            if not self._natted(probe) and self._decide(probe["src"], "out", probe) == xfrmpolicy.CLEAR \
+                    and not self._initiated_cover(probe):
+                return f"no rule of {probe['src']} or {probe['dst']} would start an SA for it", False
         failed = self._ike_failed(probe, since)
         if failed:
             return failed, True

@@ -300,3 +300,51 @@ def test_a_trap_on_the_receiver_toward_the_sender_may_carry_the_flow():
     fin, plan = _finality("mismatched-filters-ikev1")
     smtp = next(p for p in plan.probes if p["service"] == "smtp")
     assert fin._initiated_cover(smtp)  # fe's all-traffic rule to be: never judged this way
+
+
+HELD_ALL = ("src 0.0.0.0/0 dst 0.0.0.0/0 \n\tdir out priority 300000 ptype main \n"
+            "\ttmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 1 mode transport\n")
+
+
+def _windows_pair(tmp_path, src, dst, log_host, acquire):
+    from lab.guest import xfrmpolicy
+    fin, plan = _finality("windows-default-policies")
+    probe = next(p for p in plan.probes if p["src"] == src and p["dst"] == dst)
+    assert fin._watchable(probe)  # neither end falls back to clear (Require and no IPsec)
+    fin.policies = {h: (xfrmpolicy.parse(HELD_ALL) if h == log_host else []) for h in fin.hosts}
+    log = tmp_path / f"{log_host}.log"
+    log.write_text("")
+    fin.tails = {log_host: LogTail(str(log))}
+    with log.open("a") as f:  # charon's [KNL] line once the kernel held a packet of the pair
+        f.write(f"07:00:00.100 13[KNL] creating acquire job for policy {acquire} with reqid {{1}}\n")
+    return fin, probe
+
+
+def test_held_by_the_sender_toward_a_host_without_ipsec_is_final_once_the_kernel_asked(tmp_path):
+    fin, probe = _windows_pair(tmp_path, "a-sec", "b-none", "a-sec", "")
+    src, dst = probe["src_address"], probe["dst_address"]
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None  # nothing logged yet: silence
+    with open(fin.tails["a-sec"].path, "a") as f:
+        f.write(f"07:00:00.100 13[KNL] creating acquire job for policy {src}/32[tcp/40000] === "
+                f"{dst}/32[tcp/http] with reqid {{1}}\n")
+    fin.tails["a-sec"].read()
+    assert fin.final(probe, 0, {}, {}, {}, {}) == "b-none runs no IPsec; a-sec's kernel sends it only protected"
+
+
+def test_an_answer_held_by_the_receiver_toward_a_host_without_ipsec_is_final(tmp_path):
+    fin, probe = _windows_pair(tmp_path, "a-none", "b-sec", "b-sec", "")
+    src, dst = probe["src_address"], probe["dst_address"]
+    fin.tails["b-sec"].read()
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None
+    with open(fin.tails["b-sec"].path, "a") as f:  # another flow's acquire is not this one's
+        f.write(f"07:00:00.100 13[KNL] creating acquire job for policy {dst}/32[tcp/25] === "
+                f"{src}/32[tcp/40000] with reqid {{1}}\n")
+    fin.tails["b-sec"].read()
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None
+    with open(fin.tails["b-sec"].path, "a") as f:
+        f.write(f"07:00:00.200 13[KNL] creating acquire job for policy {dst}/32[tcp/http] === "
+                f"{src}/32[tcp/40000] with reqid {{1}}\n")
+    fin.tails["b-sec"].read()
+    assert fin.final(probe, 0, {}, {}, {}, {}) == "a-none runs no IPsec; b-sec's kernel sends the answer only protected"
+    fin.policies["b-sec"] = []  # the answer may leave in clear: never final
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None

@@ -10,6 +10,9 @@ In clear, it is shut when
 - a firewall on the path drops the flow's own packets (its first matching filter is a drop);
 - the sender's kernel holds them: its XFRM policy for the flow requires a template, so
   nothing of it ever leaves unprotected (`ip xfrm policy list`, decided as the kernel does);
+  seen when the kernel asked charon for an SA for this flow (charon logs the acquire);
+- the receiver's kernel holds the answer the same way (the request arrives in clear, the
+  reply never leaves), seen by the receiver's acquire for the answer;
 - the receiver's kernel refuses them in clear (its inbound policy requires a template) and
   its XFRM counters of refused packets rose (XfrmInTmplMismatch, XfrmInPolBlock).
 Protected, it is shut when
@@ -68,6 +71,9 @@ _REFUSED = re.compile(r"no acceptable proposal found|certificate was revoked|no 
 # In a host's own log: it has no key of its own to authenticate with; the lab loads none later.
 _NO_KEY = re.compile(r"no private key found for|no shared key found for")
 _TAG = re.compile(r"\[\w+\] <([^>]+)> (.*)$")
+# The kernel held a packet and asked for an SA: its addresses, protocol and ports.
+_ACQUIRE = re.compile(r"creating acquire job for policy (\d+\.\d+\.\d+\.\d+)/\d+(?:\[([^\]]*)\])? === "
+                      r"(\d+\.\d+\.\d+\.\d+)/\d+(?:\[([^\]]*)\])?")
 _ADDR = re.compile(r"(?:to|from) (\d+\.\d+\.\d+\.\d+)")
 _CHILD_TASKS = {"CHILD_CREATE", "QUICK_MODE"}
 
@@ -101,6 +107,19 @@ def ts_may_cover(ts: str, address: str, proto: int, port: int | None) -> bool:
     return True
 
 
+def _port_of(selector: str, proto: str, port: int | None) -> bool:
+    """Does an acquire's `tcp/50917` or `tcp/http` name this protocol (and port, when known)?"""
+    name, _, text = selector.partition("/")
+    if name != proto:
+        return False
+    if port is None:
+        return True
+    try:
+        return (int(text) if text.isdigit() else socket.getservbyname(text, proto)) == port
+    except OSError:
+        return False  # unreadable: not taken as seen
+
+
 class LogTail:
     """New lines of one charon log, with the failures in them by peer and wall-clock time."""
 
@@ -108,6 +127,7 @@ class LogTail:
         self.path, self.pos = path, 0
         self.peer_of: dict[str, str] = {}
         self.failures: list[tuple[float, str, str, bool]] = []  # (time read, peer, line, no key of its own)
+        self.acquires: list[tuple[float, str, str, str, str]] = []  # (time read, src, dst, [src], [dst])
 
     def read(self) -> None:
         try:
@@ -120,6 +140,10 @@ class LogTail:
         self.pos += len(complete.encode(errors="replace"))
         now = time.time()
         for line in complete.splitlines():  # each line stamped with when it was read
+            acq = _ACQUIRE.search(line)
+            if acq:
+                self.acquires.append((now, acq.group(1), acq.group(3), acq.group(2) or "", acq.group(4) or ""))
+                continue
             m = _TAG.search(line)
             if not m:
                 continue
@@ -133,6 +157,11 @@ class LogTail:
                 self.failures.append((now, self.peer_of[tag], msg.strip(), False))
             elif _NO_KEY.search(msg):
                 self.failures.append((now, self.peer_of[tag], msg.strip(), True))
+
+    def acquired(self, src: str, dst: str, proto: str, sport: int | None, dport: int | None, since: float) -> bool:
+        """Did the kernel ask for an SA for a packet src -> dst of this protocol and ports?"""
+        return any(t >= since and s == src and d == dst and _port_of(ss, proto, sport) and _port_of(ds, proto, dport)
+                   for t, s, d, ss, ds in self.acquires)
 
     def failed_with(self, peer: str, since: float, no_key: bool | None = None) -> str | None:
         return next((msg for t, p, msg, k in self.failures
@@ -333,17 +362,36 @@ class Finality:
 
     # ---- the two ways a flow may arrive ------------------------------------------------------
 
-    def _clear_shut(self, probe: dict, rose, refused_rose) -> tuple[str, bool] | None:
+    def _acquired(self, host: str, src: str, dst: str, probe: dict, sport, dport, since: float) -> bool:
+        tail = self.tails.get(host)
+        return bool(tail) and tail.acquired(src, dst, probe["protocol"], sport, dport, since)
+
+    def _clear_shut(self, probe: dict, rose, refused_rose, since: float = 0.0) -> tuple[str, bool] | None:
         """Why its own packets cannot arrive in clear, and whether that was seen happening."""
         taken = self._static(probe)["clear"]
         if taken:
             fw, f = taken[0]
             return f"firewall {fw} drops it in clear (filter '{f['label']}')", rose(taken)
+        src, dst = self._addresses(probe)
         if self._decide(probe["src"], "out", probe) == xfrmpolicy.HELD:
-            return f"{probe['src']}'s kernel sends it only protected", False
-        if not self._natted(probe) and self._decide(probe["dst"], "in", probe) == xfrmpolicy.REFUSED:
+            return (f"{probe['src']}'s kernel sends it only protected",
+                    self._acquired(probe["src"], src, dst, probe, None, probe["port"], since))
+        if self._natted(probe):
+            return None
+        if self._decide(probe["dst"], "in", probe) == xfrmpolicy.REFUSED:
             return f"{probe['dst']}'s kernel refuses it in clear", refused_rose(probe["dst"])
+        if self._decide_reply(probe) == xfrmpolicy.HELD:
+            return (f"{probe['dst']}'s kernel sends the answer only protected",
+                    self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since))
         return None
+
+    def _decide_reply(self, probe: dict) -> str:
+        """The answer leaving the receiver: from the service port to the sender (port unknown)."""
+        pols = self._policies(probe["dst"])
+        if pols is None:
+            return xfrmpolicy.UNKNOWN
+        src, dst = self._addresses(probe)
+        return xfrmpolicy.decide(pols, "out", dst, src, PROTO.get(probe["protocol"], -1), probe["port"], None)
 
     def _protected_shut(self, probe: dict, since: float, rose) -> tuple[str, bool] | None:
         """Why it cannot arrive protected, and whether that was seen happening."""
@@ -378,11 +426,14 @@ class Finality:
             return any(now.get(k, 0) > was.get(k, 0) for k in REFUSED_COUNTERS)
 
         st = self._static(probe)
+        src, dst = self._addresses(probe)
         seen = (self._logged(probe, since) or rose(st["clear"] or []) or rose(st["carriers"] or [])
-                or rose(st["ike"] or []) or refused_rose(probe["dst"]))
+                or rose(st["ike"] or []) or refused_rose(probe["dst"])
+                or self._acquired(probe["src"], src, dst, probe, None, probe["port"], since)
+                or self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since))
         if not seen:
             return None  # silence: nothing else is looked at (a policy listing costs a process)
-        clear = self._clear_shut(probe, rose, refused_rose)
+        clear = self._clear_shut(probe, rose, refused_rose, since)
         if not clear:
             return None
         protected = self._protected_shut(probe, since, rose)

@@ -348,3 +348,11 @@ def test_an_answer_held_by_the_receiver_toward_a_host_without_ipsec_is_final(tmp
     assert fin.final(probe, 0, {}, {}, {}, {}) == "a-none runs no IPsec; b-sec's kernel sends the answer only protected"
     fin.policies["b-sec"] = []  # the answer may leave in clear: never final
     assert fin.final(probe, 0, {}, {}, {}, {}) is None
+
+
+def test_only_flows_a_soft_sa_could_let_through_wait_for_the_fallback():
+    fin, plan = _finality("perpeer-require-request-ikev1")  # fe: Request for HTTP to legacy, Require for SMTP
+    by = {(p["dst"], p["service"]): p for p in plan.probes}
+    assert not fin._watchable(by[("legacy", "http")])  # its soft SA after 3 s is the behaviour
+    assert fin._watchable(by[("legacy", "smtp")])  # no request rule covers it: blocked either way
+    assert not fin._watchable(by[("be", "imap")])  # a request rule on both ends

@@ -32,7 +32,8 @@ Protected, it is shut when
 
 The give-up comes GRACE seconds after the evidence became final, and only if it is still final
 then. Nothing is cut short where a host falls back to clear after IKE silence (Windows' soft
-SA: that 3 s wait is the behaviour under test), for a cluster's VIP, or behind NAT where the
+SA: that 3 s wait is the behaviour under test; a flow none of its request rules covers is
+watched), for a cluster's VIP, or behind NAT where the
 addresses a host sees are not the probe's. The host still judges every flow from the
 captures; this only decides when to stop listening.
 """
@@ -200,10 +201,23 @@ class Finality:
         if probe.get("cluster") or probe["dst"] not in self.hosts:
             return False  # to a cluster's VIP: whichever node holds it answers; not judged early
         for name in (probe["src"], probe["dst"]):
-            c = self.hosts[name].get("charon") or {}
-            if c.get("fallback"):
+            fallback = (self.hosts[name].get("charon") or {}).get("fallback")
+            if fallback and self._soft_sa_may_cover(probe, name, fallback):
                 return False  # a soft SA may still come: Windows timing is under test
         return probe.get("via", "unicast") == "unicast" and not probe.get("client")
+
+    def _soft_sa_may_cover(self, probe: dict, host: str, fallback: dict) -> bool:
+        """May one of this host's soft SAs (a pass shunt per request rule, lab.guest.softsa)
+        let this flow, or its answer, through in clear? A flow no request rule covers (a
+        Require rule of the same host) is blocked or not whatever the fallback does."""
+        src, dst = self._addresses(probe)
+        proto = PROTO.get(probe["protocol"], -1)
+        mine, theirs, my_port, their_port = ((src, dst, None, probe["port"]) if host == probe["src"]
+                                             else (dst, src, probe["port"], None))
+        return any(any(ts_may_cover(t, mine, proto, my_port) for t in c.get("local_ts") or [""])
+                   and any(ts_may_cover(f"{prefix}{c.get('remote_suffix', '')}", theirs, proto, their_port)
+                           for prefix in c.get("remote_prefixes") or ["0.0.0.0/0"])
+                   for hint in fallback.values() for c in hint.get("children") or [])
 
     def _natted(self, probe: dict) -> bool:
         nat = self.plan.nat_aliases

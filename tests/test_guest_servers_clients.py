@@ -173,3 +173,17 @@ def test_proxied_legs_are_read_from_the_back_ends_access_log():
     assert found["delivered"] and found["sport"] == 51234 and found["t_reply"] == 1796280001.25
     assert found["answer"] == "back-end answered HTTP 200" and found["t_start"] == 1.0
     assert not missing["delivered"] and missing["error"] == "the back-end never logged the proxied request"
+
+
+def test_a_client_the_watcher_gave_up_on_is_killed_with_its_reason(tmp_path, one_namespace):
+    import threading
+    import time
+
+    from lab.guest.traffic import Deadline
+    deadline = Deadline(30)
+    threading.Timer(0.3, deadline.give_up, args=("edge runs no IPsec",)).start()
+    t0 = time.monotonic()
+    out = clients.run_client(external("curl", "exec sleep 20", timeout=30), "ns", str(tmp_path / "g"), "pw", deadline)
+    assert time.monotonic() - t0 < 3  # killed at once, not at curl's 20 s
+    assert out["error"] == "given up, evidence final: edge runs no IPsec" and out["gave_up"] == "edge runs no IPsec"
+    assert not out["delivered"] and deadline.finished

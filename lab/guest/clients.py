@@ -18,12 +18,16 @@ import subprocess
 import time
 
 from lab.guest.netns import inside
-from lab.guest.traffic import in_parallel
+from lab.guest.traffic import SLICE, Deadline, GaveUp, in_parallel
 
 
-def run_clients(probes: list[dict], ns_of: dict[str, str], workdir: str, passwords: dict[str, str]) -> list[dict]:
+def run_clients(probes: list[dict], ns_of: dict[str, str], workdir: str, passwords: dict[str, str],
+                deadlines: dict[str, Deadline] | None = None) -> list[dict]:
+    """`deadlines`, by probe id: those the finality watcher may cut short (a client program is
+    then killed, as at its timeout, with the watcher's reason)."""
+    deadlines = deadlines or {}
     return in_parallel(probes, lambda p: run_client(p, ns_of[p["src"]], os.path.join(workdir, "clients", p["id"]),
-                                                    passwords.get(p["id"], "")))
+                                                    passwords.get(p["id"], ""), deadlines.get(p["id"])))
 
 
 def _write(path: str, text: str) -> None:
@@ -32,7 +36,7 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def run_client(probe: dict, ns: str, folder: str, password: str) -> dict:
+def run_client(probe: dict, ns: str, folder: str, password: str, deadline: Deadline | None = None) -> dict:
     c = probe["client"]
     os.makedirs(folder, exist_ok=True)
     result = {"id": probe["id"], "delivered": False, "refused": False, "error": None, "sport": None,
@@ -41,16 +45,19 @@ def run_client(probe: dict, ns: str, folder: str, password: str) -> dict:
         if c["kind"] in ("imap", "pop3"):
             _mail_login(c, probe, ns, password, result)
         else:
-            _external(c, probe, ns, folder, password, result)
+            _external(c, probe, ns, folder, password, result, deadline or Deadline(probe["timeout"]))
     except Exception as exc:  # noqa: BLE001  (a client that fails is a verdict, not a lab error)
         result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if deadline:
+            deadline.finished = True
     result["t_end"] = time.time()
     if result["delivered"]:
         result["t_reply"] = result["t_end"]
     return result
 
 
-def _external(c: dict, probe: dict, ns: str, folder: str, password: str, result: dict) -> None:
+def _external(c: dict, probe: dict, ns: str, folder: str, password: str, result: dict, deadline: Deadline) -> None:
     for name, text in c.get("files", {}).items():
         _write(os.path.join(folder, name), text)
     stdin = None
@@ -66,13 +73,21 @@ def _external(c: dict, probe: dict, ns: str, folder: str, password: str, result:
     with inside(ns):
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(stdin, timeout=probe["timeout"])
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        result["error"] = f"{c['kind']} timed out"
-        return
+    deadline.at = time.monotonic() + deadline.seconds  # from the client's own start
+    while True:  # in slices, so that a client the watcher gave up on stops at once
+        try:
+            out, err = proc.communicate(stdin, timeout=deadline.left(SLICE))
+            break
+        except subprocess.TimeoutExpired:
+            stdin = None  # sent with the first call; a retry continues where it was
+        except (GaveUp, socket.timeout) as exc:
+            proc.kill()
+            proc.communicate()
+            if isinstance(exc, GaveUp):
+                result["error"], result["gave_up"] = f"given up, evidence final: {exc}", str(exc)
+            else:
+                result["error"] = f"{c['kind']} timed out"
+            return
     if c["kind"] == "curl":
         status, _, port = out.strip().partition(" ")
         result["sport"] = int(port) if port.isdigit() and int(port) else None

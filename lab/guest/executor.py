@@ -153,9 +153,10 @@ class Run:
     def probe(self) -> None:
         progress("probes", f"{len(self.plan.probes)} probes, concurrently")
         # Waiting probes stop once the evidence that they cannot be delivered is final.
+        # Real clients too, but for the mail logins (their timeouts are the sockets' own).
         self.deadlines = {p["id"]: traffic.Deadline(p["timeout"]) for p in self.plan.probes
-                          if not p.get("tamper") and not p.get("bulk") and not p.get("client")
-                          and not p.get("proxied")}
+                          if not p.get("tamper") and not p.get("bulk") and not p.get("proxied")
+                          and (p.get("client") or {}).get("kind") not in ("imap", "pop3")}
         watcher = finality.Finality(self.plan, self.charons)
         watcher.start(self.plan.probes, self.deadlines)
         try:
@@ -199,7 +200,7 @@ class Run:
         ns_of = self.plan.ns_of()
         got: dict[str, list] = {}
         t = threading.Thread(target=lambda: got.setdefault("real", clients.run_clients(
-            real, ns_of, self.workdir, self.server_secrets.get("passwords", {}))), daemon=True)
+            real, ns_of, self.workdir, self.server_secrets.get("passwords", {}), self.deadlines)), daemon=True)
         t.start()
         outcomes = traffic.run_probes(dataclasses.replace(self.plan, probes=lab), self.deadlines)
         t.join()

@@ -204,7 +204,8 @@ class Finality:
             fallback = (self.hosts[name].get("charon") or {}).get("fallback")
             if fallback and self._soft_sa_may_cover(probe, name, fallback):
                 return False  # a soft SA may still come: Windows timing is under test
-        return probe.get("via", "unicast") == "unicast" and not probe.get("client")
+        # A real client's flow is the probe's own (addresses, protocol, service port).
+        return probe.get("via", "unicast") == "unicast" and not probe.get("proxied")
 
     def _soft_sa_may_cover(self, probe: dict, host: str, fallback: dict) -> bool:
         """May one of this host's soft SAs (a pass shunt per request rule, lab.guest.softsa)

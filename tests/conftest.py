@@ -38,6 +38,10 @@ def one_namespace(monkeypatch):
     from lab.guest import rtnl
 
     monkeypatch.setattr(rtnl, "configure", lambda ns, host, inside: None)
+    monkeypatch.setattr(rtnl, "apply", lambda ns, requests, inside, doing: None)
+    from lab.guest import failover  # nor a gratuitous ARP on this host's own interfaces
+
+    monkeypatch.setattr(failover, "_announce", lambda node, vip, count=2, gap=0.2: None)
 
 
 @pytest.fixture
@@ -64,6 +68,16 @@ def kernel(monkeypatch, tmp_path, one_namespace):
         rec.calls.append(Call(["ip", "-n", ns, "-batch", "-"], input=text, ns=ns))
 
     monkeypatch.setattr(rtnl, "configure", configure)
+
+    def apply(ns, requests, inside, doing):  # each request as the `ip` command it stands for
+        for what, _ in requests(lambda ifname: 1):
+            rec.calls.append(Call(["ip", "-n", ns, *what.split()], ns=ns))
+
+    monkeypatch.setattr(rtnl, "apply", apply)
+    from lab.guest import failover
+
+    monkeypatch.setattr(failover, "_announce", lambda node, vip, count=2, gap=0.2: rec.calls.append(
+        Call(["gratuitous-arp", node["ns"], node["ifname"], vip], ns=node["ns"])))
 
     def states(ns):
         rec.calls.append(Call(["netlink", "xfrm-getsa-dump", ns], ns=ns))

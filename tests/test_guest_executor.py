@@ -165,7 +165,8 @@ def test_a_failover_moves_the_vip_under_a_stream_of_requests(scenario, kernel, t
     else:
         assert any(c.argv[-4:] == ["link", "set", fo["from"]["ifname"], "down"] for c in kernel.calls)
         assert "charon killed, link down (crash)" in done["steps"][0]
-    assert kernel.commands("arping") and done["steps"][-1].endswith("VIP taken, gratuitous ARP sent")
+    assert kernel.commands("gratuitous-arp") and done["steps"][-1].endswith("VIP taken, gratuitous ARP sent")
+    assert any(c.argv[-5:] == ["addr", "add", fo["vip_cidr"], "dev", fo["to"]["ifname"]] for c in kernel.calls)
     verdict = judge_failover(fo, done, results["events"], [], "fast", results["received"])
     assert verdict.outage is not None and verdict.ok and verdict.failed_requests == 0
     assert sum(verdict.answered_by.values()) == verdict.requests and "outage" in verdict.reason

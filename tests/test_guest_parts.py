@@ -418,3 +418,31 @@ def test_openssl_legacy_provider_only_where_an_ike_proposal_needs_it():
     assert charon.legacy_needed({}) == "yes"  # nothing known: the daemon's own default
     assert "load_legacy = yes" in charon.render_conf("/s", "/l")
     assert "load_legacy = no" in charon.render_conf("/s", "/l", {"load_legacy": "no"})
+
+
+def test_a_vip_leaves_and_a_link_goes_down_as_ip_would_ask():
+    import struct
+
+    from lab.guest import rtnl
+
+    what, msg = rtnl.del_address("10.10.2.20/24", "eth1", 5)
+    assert what == "addr del 10.10.2.20/24 dev eth1"
+    length, kind, flags = struct.unpack_from("=IHH", msg)
+    assert (length, kind) == (len(msg), rtnl.RTM_DELADDR) and not flags & rtnl.NLM_F_CREATE
+    assert struct.unpack_from("=BBBBI", msg, 16) == (2, 24, 0, 0, 5) and bytes([10, 10, 2, 20]) in msg
+    what, msg = rtnl.link_down("eth1")
+    family, _, index, flags, change = struct.unpack_from("=BxHiII", msg, 16)
+    assert what == "link set eth1 down" and (flags, change) == (0, rtnl.IFF_UP) and msg.endswith(b"eth1\0\0\0\0")
+
+
+def test_the_gratuitous_arp_is_what_arping_u_sends():
+    """Read back by scapy, an independent parser: an ARP request for the VIP from the VIP."""
+    from scapy.layers.l2 import ARP, Ether
+
+    from lab.guest.failover import gratuitous_arp
+
+    mac = bytes.fromhex("02aabbccdd01")
+    frame = Ether(gratuitous_arp(mac, "10.10.2.20"))
+    assert frame.dst == "ff:ff:ff:ff:ff:ff" and frame.src == "02:aa:bb:cc:dd:01" and frame.type == 0x0806
+    arp = frame[ARP]
+    assert (arp.op, arp.psrc, arp.pdst, arp.hwsrc) == (1, "10.10.2.20", "10.10.2.20", "02:aa:bb:cc:dd:01")

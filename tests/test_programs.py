@@ -77,7 +77,7 @@ def test_every_program_the_code_starts_is_in_the_table():
     started = {Path(p).name for p in started_by_python() | started_by_shell()} - ESSENTIAL
     started.discard("/usr/lib/ipsec/charon")
     assert {"tcpdump", "nginx", "dovecot", "krb5kdc", "slapd", "curl", "kinit", "ldapsearch", "dockerd", "nft",
-            "arping", "tc", "modprobe", "mount", "debootstrap", "kadmin.local", "slapadd", "containerd"} <= started, started
+            "tc", "modprobe", "mount", "debootstrap", "kadmin.local", "slapadd", "containerd"} <= started, started
     assert started - listed() == set(), "started by the lab but not in lab/programs.txt"
 
 

@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 
-RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+RTM_NEWLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE = 16, 20, 21, 24
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
 IFF_UP = 0x1
@@ -39,12 +39,24 @@ def link_up(ifname: str) -> tuple[str, bytes]:
     return f"link set {ifname} up", _message(RTM_NEWLINK, 0, body)
 
 
-def add_address(cidr: str, ifname: str, index: int) -> tuple[str, bytes]:
+def link_down(ifname: str) -> tuple[str, bytes]:
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, IFF_UP) + _attr(IFLA_IFNAME, ifname.encode() + b"\0")
+    return f"link set {ifname} down", _message(RTM_NEWLINK, 0, body)
+
+
+def _address_body(cidr: str, index: int) -> bytes:
     iface = ipaddress.ip_interface(cidr)
     raw = iface.ip.packed
     body = struct.pack("=BBBBI", socket.AF_INET, iface.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-    body += _attr(IFA_LOCAL, raw) + _attr(IFA_ADDRESS, raw)
-    return f"addr add {cidr} dev {ifname}", _message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
+    return body + _attr(IFA_LOCAL, raw) + _attr(IFA_ADDRESS, raw)
+
+
+def add_address(cidr: str, ifname: str, index: int) -> tuple[str, bytes]:
+    return f"addr add {cidr} dev {ifname}", _message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, _address_body(cidr, index))
+
+
+def del_address(cidr: str, ifname: str, index: int) -> tuple[str, bytes]:
+    return f"addr del {cidr} dev {ifname}", _message(RTM_DELADDR, 0, _address_body(cidr, index))
 
 
 def add_default_route(via: str) -> tuple[str, bytes]:
@@ -81,17 +93,23 @@ def configure(ns: str, host: dict, inside) -> None:
     """Set the host's links, addresses and routes in its namespace (`inside(ns)` puts this
     thread there: lab.guest.netns); the first refusal raises, naming the request as `ip`
     would have been given it."""
+    apply(ns, lambda index: host_requests(host, index), inside, f"configuring host {host['name']}")
+
+
+def apply(ns: str, requests, inside, doing: str) -> None:
+    """Send `requests(index)` (a list of (what, message); `index(ifname)` resolves an interface
+    in the namespace) in namespace `ns`, in order; the first refusal raises "`doing` failed"."""
     with inside(ns):
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
-            reqs = host_requests(host, socket.if_nametoindex)  # resolved in the host's namespace
+            reqs = requests(socket.if_nametoindex)  # resolved in the namespace
         except OSError as exc:
             s.close()
-            raise RuntimeError(f"configuring host {host['name']} failed: {exc.strerror or exc}") from None
+            raise RuntimeError(f"{doing} failed: {exc.strerror or exc}") from None
     with s:
         s.settimeout(10)
         for what, msg in reqs:
             s.send(msg)
             err = _errno(s.recv(65536))
             if err:
-                raise RuntimeError(f"configuring host {host['name']} failed: {what}: {os.strerror(err)}")
+                raise RuntimeError(f"{doing} failed: {what}: {os.strerror(err)}")

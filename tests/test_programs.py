@@ -22,7 +22,7 @@ ESSENTIAL = {"sh", "mkdir", "ln", "chmod", "sync", "sleep", "seq", "cat", "rm", 
              "true", "test", "[", "umount", "env", "chroot", "tar", "truncate", "uname"}
 SHELL_WORDS = {"for", "do", "done", "if", "then", "else", "fi", "export", "cd", "exit", "kill", "wait",
                "read", "exec", "break", "rc=$?", "sock=unix://{d}/docker.sock", "while", "trap",
-               "mark", "mark()", "case", "esac", "tls|kcm|espintcp|tcp-ulp-*|net-pf-41)"}  # mark: the init's own function
+               "mark", "mark()", "case", "esac", "tls|kcm|espintcp|tcp-ulp-*|net-pf-41|binfmt-*)"}  # mark: the init's own function
 
 # Where Python code starts a program: subprocess.run/Popen([...]), "argv": [...], argv = [...],
 # and the program after `ip netns exec NS` (or lab.guest.netns.run_in(NS, ...)) or `sh -c "..."`.

@@ -100,10 +100,11 @@ echo {wrapper} > /proc/sys/kernel/modprobe
 # points modprobe at the UML modules. Each request is logged (a shell builtin, no extra
 # process): the run reports how many came. Nothing in the lab uses kernel TLS, KCM or ESP in
 # TCP, the users of the stream parser whose start-up the kernel skips (KERNEL_ARGS): their
-# modules are refused.
+# modules are refused. So are binary formats (binfmt-*): no UML module provides one, and
+# dockerd's start asks six times (it tries foreign-architecture programs), each a modprobe.
 MODPROBE_WRAPPER = """#!/bin/sh
 echo "$3" >> /run/lab-modprobe.log
-case "$3" in tls|kcm|espintcp|tcp-ulp-*|net-pf-41) exit 1;; esac
+case "$3" in tls|kcm|espintcp|tcp-ulp-*|net-pf-41|binfmt-*) exit 1;; esac
 exec /sbin/modprobe -d /run/lab-modules "$@"
 """
 
@@ -291,9 +292,9 @@ class UmlGuest:
         binds = bind_lines(hidden_paths(needed_host_paths(self.files, self.kernel) + self.extra_paths))
         q = shlex.quote
         tree, wrapper = write_module_files(self.files.rundir, self.kernel.modules)
-        plan = self.plan  # None for image seeding and other bodies: every module
-        if plan is not None and (plan.provider != "netns" or self.body is not None):
-            plan = None  # containers (dockerd) need more than the lab's own modules
+        # Image seeding and other bodies: every module. Containers need only the plan's (their
+        # dockerd has no bridge and no iptables; its overlay module is loaded by its own lines).
+        plan = None if self.body is not None else self.plan
         module_list = f"{modules_for(plan)} {kernel_crypto.MODULES}"
         kernel_ready = KERNEL_READY.format(module_list=module_list,
                                            crypto=LOOPBACK if self.body is not None else self._crypto_init(wrapper))

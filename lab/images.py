@@ -37,7 +37,7 @@ REPOSITORY = "ipsec-lab/strongswan"
 SUITE = "bookworm"
 # strongswan-charon: the daemon; its VICI plugin ships in strongswan-swanctl; the plugins the lab loads (openssl, kernel-netlink, vici, ...)
 # live in libstrongswan-standard-plugins and libcharon-extra-plugins; iproute2 for `ip xfrm`
-# inside the container; procps for `ps` in the host checks (lab.guest.containers.CHECK_SCRIPT).
+# inside the container; procps for `ps` when a user enters a container (`docker exec`).
 PACKAGES = (
     "strongswan-charon",
     "strongswan-swanctl",  # holds charon's vici plugin (and swanctl, handy inside a container)

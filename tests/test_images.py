@@ -218,11 +218,64 @@ def test_signals_go_to_the_container_init_directly_not_through_dockerd():
     assert container.kills == [signal.SIGTERM]
 
 
-def test_host_check_output_is_read_into_the_recorded_fields():
-    got = containers.parse_check("charon=42\nvici=yes\nike=no\nxfrm=2\nprocs=charon docker-init nginx sh\n")
-    assert got == {"charon_running": True, "vici_socket": True, "ike_listening": False, "xfrm_states": 2,
-                   "processes": ["charon", "docker-init", "nginx", "sh"]}
-    assert containers.parse_check("charon=\nvici=no\n")["charon_running"] is False  # no PID: not running
+UDP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  7: 00000000:01F4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0
+"""
+
+
+def _fake_proc(root, pids: dict[int, tuple[str, str]], udp: str = UDP):
+    """A /proc with processes {pid: (pid namespace, comm)} and the first one's net/udp."""
+    for pid, (ns, comm) in pids.items():
+        (root / str(pid) / "ns").mkdir(parents=True)
+        (root / str(pid) / "ns" / "pid").symlink_to(f"pid:[{ns}]")
+        (root / str(pid) / "comm").write_text(comm + "\n")
+        (root / str(pid) / "net").mkdir()
+        (root / str(pid) / "net" / "udp").write_text(udp)
+    (root / "self").mkdir()  # not a process: skipped
+    return str(root)
+
+
+def test_a_container_is_read_from_proc_its_pid_namespace_its_socket_and_udp_500(tmp_path):
+    import socket
+
+    proc = _fake_proc(tmp_path / "proc", {40: ("c1", "charon"), 41: ("c1", "nginx"), 42: ("c1", "nginx"),
+                                          1: ("root", "init"), 50: ("c2", "sleep")})
+    sock = str(tmp_path / "charon.vici")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sock)
+    try:
+        got = containers.read_host(40, sock, proc)
+    finally:
+        s.close()
+    assert got == {"charon_running": True, "vici_socket": True, "ike_listening": True, "processes": ["charon", "nginx"]}
+    other = containers.read_host(50, str(tmp_path / "none.vici"), proc)  # another container, no charon
+    assert other["processes"] == ["sleep"] and not other["charon_running"] and not other["vici_socket"]
+
+
+def test_udp_500_counts_only_when_bound_there_and_unconnected():
+    assert containers.ike_bound(UDP)
+    assert not containers.ike_bound(UDP.replace(":01F4", ":1194"))  # another port
+    assert not containers.ike_bound(UDP.replace(" 07 ", " 01 "))  # connected, not listening
+    assert not containers.ike_bound("")
+
+
+def test_xfrm_states_are_counted_from_the_executors_listing():
+    listing = {"state": "src 10.0.0.1 dst 10.0.0.2\n\tproto esp spi 0x1\nsrc 10.0.0.2 dst 10.0.0.1\n\tproto esp\n"}
+    assert containers.count_states(listing) == 2
+    assert containers.count_states(None) == 0 and containers.count_states({"state": ""}) == 0
+
+
+def test_dockerd_version_comes_from_its_server_header():
+    assert containers.server_version("Docker/20.10.24+dfsg1 (linux)") == "20.10.24+dfsg1"
+    assert containers.server_version("") is None
+
+
+def test_containers_keep_docker_init_only_where_charon_or_real_servers_run():
+    assert containers.lean_options({"name": "legacy", "charon": None, "servers": None})["init"] is False
+    assert containers.lean_options({"name": "fe", "charon": {"conns": {}}, "servers": None})["init"] is True
+    assert containers.lean_options({"name": "dc", "charon": None, "servers": {"daemons": [{"name": "slapd"}]}})["init"] is True
+    lean = containers.lean_options({"name": "fw"})
+    assert lean["security_opt"] == ["seccomp=unconfined"] and lean["log_config"] == {"type": "none"}
 
 
 class _Named:

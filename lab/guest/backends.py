@@ -40,8 +40,9 @@ class Backend:
         """The host's charon; `log_dir`: where it writes its log (the report's logs/)."""
         return charon.Charon(host["name"], host["ns"], self.workdir, log_dir=log_dir)
 
-    def checks(self) -> dict | None:
-        """What the backend checks on each host after the probes (None: nothing to check)."""
+    def checks(self, xfrm: dict | None = None) -> dict | None:
+        """What the backend checks on each host after the probes (None: nothing to check);
+        `xfrm`: the XFRM listings the executor read from each host's network namespace."""
         return None
 
     def destroy(self, logs: str) -> dict | None:
@@ -79,8 +80,8 @@ class DockerBackend(Backend):
     def charon(self, host, log_dir: str | None = None) -> charon.Charon:
         return self.hosts.charon(host)  # its log is copied out of the container at teardown
 
-    def checks(self) -> dict | None:
-        return self.hosts.checks()
+    def checks(self, xfrm: dict | None = None) -> dict | None:
+        return self.hosts.checks(xfrm)
 
     def destroy(self, logs: str) -> dict | None:
         self.hosts.destroy(logs)

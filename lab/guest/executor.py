@@ -251,7 +251,7 @@ class Run:
                                      for h in self.plan.hosts if h.get("reply_guard")}
         self.results.sas, self.results.policies, self.results.xfrm = sas, policies, xfrm
         self.results.events, self.results.soft_sas = events, soft
-        self.results.host_checks = self.backend.checks()
+        self.results.host_checks = self.backend.checks(xfrm)
         self.results.module_requests = _module_requests()
         self._phase_done("collect")
 

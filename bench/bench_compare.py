@@ -3,7 +3,7 @@
 same machine (its load changes by the minute). Medians and ranges per phase, and whether
 every verdict held, written to a file.
 
-usage: bench/bench_compare.py --before PYTHON --after PYTHON [--runs N] [--out FILE] TOPOLOGY...
+usage: bench/bench_compare.py --before PYTHON --after PYTHON [--runs N] [--provider docker] [--out FILE] TOPOLOGY...
 
 PYTHON is the interpreter of a checkout's venv (its editable install decides the code), e.g.
   git worktree add /var/tmp/lab-before main~5 && cd /var/tmp/lab-before && make setup
@@ -26,8 +26,8 @@ HERE = Path(__file__).resolve().parent
 PHASES = ["guest_boot", "bring_up", "probes", "collect", "teardown", "judge_and_report", "total", "command"]
 
 
-def one(python: str, topology: str) -> dict:
-    res = subprocess.run([python, str(HERE / "one_run.py"), topology], capture_output=True, text=True)
+def one(python: str, topology: str, provider: str = "netns") -> dict:
+    res = subprocess.run([python, str(HERE / "one_run.py"), topology, provider], capture_output=True, text=True)
     lines = [x for x in res.stdout.splitlines() if x.startswith("{")]
     if res.returncode != 0 or not lines:
         return {"failed": (res.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -56,19 +56,20 @@ def main() -> int:
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--provider", default="netns", help="netns or docker (each run's docker figures are kept in the samples)")
     ap.add_argument("--out", default="bench/results/compare.json")
     args = ap.parse_args()
     samples: dict[str, dict[str, list]] = {t: {"before": [], "after": []} for t in args.topologies}
     for i in range(args.runs):
         for t in args.topologies:
             for side in ("before", "after") if i % 2 == 0 else ("after", "before"):  # interleaved
-                s = one(getattr(args, side), t)
+                s = one(getattr(args, side), t, args.provider)
                 samples[t][side].append(s)
                 total = s.get("timings", {}).get("total")
                 print(f"run {i + 1}/{args.runs} {side:6} {Path(t).stem}: "
                       + (f"{total:.2f} s, {s['held']}/{s['total']}" if total else s.get("failed", "?")), file=sys.stderr)
     result = {t: {side: summary(v) for side, v in sides.items()} for t, sides in samples.items()}
-    write_results(args.out, {"runs": args.runs, "before": args.before, "after": args.after,
+    write_results(args.out, {"runs": args.runs, "provider": args.provider, "before": args.before, "after": args.after,
                              "summary": result, "samples": samples})
     print("| topology | phase | before median (range) | after median (range) |")
     print("|---|---|---|---|")

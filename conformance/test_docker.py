@@ -2,9 +2,10 @@
 
 The containers run in the lab kernel's private dockerd (inside the UML guest on machines whose
 kernel has no ESP/AH) and are gone with it before these asserts run, so nothing here can reach
-them. The executor checks each IPsec host from inside its container (its namespaces, entered
-with nsenter) and asks dockerd for each container's state, and records the results in
-results.json (executor.json in the report); these cases check them.
+them. The executor reads each IPsec host's container from the lab kernel's /proc (the
+processes of its PID namespace, UDP 500 in its network namespace, its VICI socket) and asks
+dockerd for each container's state, and records the results in results.json (executor.json in
+the report); these cases check them.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ endif
 # Only for the report's screenshot test (a real headless browser): make browser (make unit runs it)
 TEST_PACKAGES := chromium
 
-.PHONY: setup packages lab lab-docker lab-docker-ci test unit coverage conformance verify bench bench-all bench-kill clean cleanup help images browser
+.PHONY: setup packages lab lab-docker lab-docker-ci test unit coverage conformance verify bench bench-all bench-docker bench-kill clean cleanup help images browser
 
 help:
 	@echo "make setup  install the Debian packages of lab/programs.txt, make .venv, check the UML kernel"
@@ -31,6 +31,7 @@ help:
 	@echo "make verify TOPOLOGY=topologies/exchange-fe-be-http.yaml   one design, table and report"
 	@echo "make bench  time lab verify (guest boot, bring-up, probes, teardown) into bench/results/"
 	@echo "make bench-all  every figure of the README's speed table (bench/results/all.json, ~10 min)"
+	@echo "make bench-docker  time lab verify --provider docker on the default design (bench/results/verify-docker.json)"
 	@echo "make bench-kill  how long a guest outlives kill -9 of its lab verify (bench/results/kill.json)"
 	@echo "make cleanup  remove what a killed run left behind"
 	@echo "make images   build the Docker provider's strongSwan image offline (debootstrap; else on first use)"
@@ -93,6 +94,9 @@ verify: setup
 bench: setup
 	$(BIN)/python -m compileall -q lab  # fresh bytecode: a run must not time compiling the lab (0.2 s)
 	$(BIN)/python bench/bench_verify.py $(TOPOLOGY)
+
+bench-docker: setup  # the Docker provider's figure (issue 14's 15 s target)
+	$(BIN)/python bench/bench_verify.py $(TOPOLOGY) --provider docker
 
 bench-kill: setup  # the guest must die within a second of its command, however it dies
 	$(BIN)/python bench/bench_kill.py

@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 from results_file import write_results
 
 from lab import cleanup
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conformance"))
+from interrupt import kill_9_when  # noqa: E402  the conformance test's own procedure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "topologies", "exchange-fe-be-http.yaml")
@@ -28,20 +29,7 @@ DEFAULT = os.path.join(ROOT, "topologies", "exchange-fe-be-http.yaml")
 
 def one_kill() -> float:
     with tempfile.TemporaryDirectory(prefix="lab-bench-kill-") as report:
-        proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", DEFAULT, "--report", report],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        run_ids = set()
-        for line in proc.stdout:
-            if " start " in line and "run " in line:
-                run_ids.add(line.split("run ")[1].split()[0])
-            if "bring-up" in line:
-                break
-        proc.kill()
-        killed = time.monotonic()
-        proc.wait()
-        while cleanup.processes_of(run_ids) and time.monotonic() - killed < 10:
-            time.sleep(0.01)
-        gone = time.monotonic() - killed
+        _, gone = kill_9_when(["verify", DEFAULT, "--report", report], "bring-up", wait=10)
         cleanup.sweep()  # the killed run's directory
         return round(gone, 3)
 

@@ -1,4 +1,4 @@
-"""Ctrl-C a real `lab` run at a given moment and check that nothing of it survives."""
+"""Ctrl-C (or kill -9) a real `lab` run at a given moment and check that nothing of it survives."""
 
 from __future__ import annotations
 
@@ -44,3 +44,25 @@ def interrupt_when(argv: list[str], marker: str) -> set[str]:
     # and the guest is a process found above (umid=lab-<run>); a host kernel's are here.
     assert not cleanup.namespaces_of(run_ids), "namespaces survived Ctrl-C on this host's kernel"
     return run_ids
+
+
+def kill_9_when(argv: list[str], marker: str, wait: float = 5.0) -> tuple[set[str], float]:
+    """Run `python -m lab ARGV`, SIGKILL it (the lab process alone, as a crash or the OOM killer
+    would) once a line contains `marker`, and time until no process of the run is left: the
+    guest must go with it (the watchdog in lab.kernels.uml). Returns the run ids and the
+    seconds; the killed run's directory is for `lab cleanup`, which the caller runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run_ids = set()
+    for line in proc.stdout:
+        if " start " in line and "run " in line:
+            run_ids.add(line.split("run ")[1].split()[0])
+        if marker in line:
+            break
+    assert run_ids and cleanup.processes_of(run_ids), "no guest to kill"
+    proc.kill()
+    killed = time.monotonic()
+    proc.wait()
+    while cleanup.processes_of(run_ids) and time.monotonic() - killed < wait:
+        time.sleep(0.01)
+    return run_ids, time.monotonic() - killed

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from interrupt import interrupt_when
+from interrupt import interrupt_when, kill_9_when
 
 from lab import cleanup
 
@@ -51,21 +50,7 @@ def test_kill_9_of_lab_verify_takes_the_guest_with_it(tmp_path):
     """UML drops PR_SET_PDEATHSIG; the watchdog (lab.kernels.uml._watchdog) must end it. Without
     it the guest went on for about 10 s; with it, it went within 1 s until a run at a load of 7
     (a suite beside other labs) took 1.28 s: the bound is the behaviour, not a speed figure."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "verify", str(DEFAULT), "--report", str(tmp_path / "r")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_ids = set()
-    for line in proc.stdout:
-        if " start " in line and "run " in line:
-            run_ids.add(line.split("run ")[1].split()[0])
-        if "bring-up" in line:
-            break
-    assert run_ids and cleanup.processes_of(run_ids), "no guest to kill"
-    proc.kill()
-    killed = time.monotonic()
-    proc.wait()
-    while cleanup.processes_of(run_ids) and time.monotonic() - killed < 5:
-        time.sleep(0.02)
-    gone_after = time.monotonic() - killed
+    run_ids, gone_after = kill_9_when(["verify", str(DEFAULT), "--report", str(tmp_path / "r")], "bring-up")
     assert not cleanup.processes_of(run_ids), "the guest survived kill -9 of its lab"
     assert gone_after < 3.0, f"the guest survived {gone_after:.2f} s"
     cleanup.sweep()  # the run directory of a killed run: what `lab cleanup` is for

@@ -36,14 +36,17 @@ def test_ctrl_c_in_the_middle_leaves_nothing(tmp_path):
 
 
 def test_a_run_that_fails_in_the_guest_keeps_its_console_and_names_it(tmp_path):
-    # 20 MB is too little for the guest kernel: it panics at boot, a real failure in the guest.
+    # 20 MB is too little for the guest: its kernel panics at boot, or (about one run in ten,
+    # since the guest boots leaner) gets as far as the executor, which the OOM killer kills.
+    # Either is a real failure in the guest, and the console must say which.
     report = tmp_path / "failed"
     res = lab("verify", str(DEFAULT), "--report", str(report), env={**os.environ, "LAB_UML_MEM": "20M"},
               timeout=120)
     assert res.returncode == 3, res.stdout + res.stderr
     console = report / "logs" / "console.log"
     assert f"console log: {console}" in res.stderr, res.stderr
-    assert console.exists() and "Kernel panic" in console.read_text(errors="replace")
+    text = console.read_text(errors="replace") if console.exists() else ""
+    assert any(w in text for w in ("Kernel panic", "Out of memory", "oom-kill")), text[-2000:]
 
 
 def test_kill_9_of_lab_verify_takes_the_guest_with_it(tmp_path):

@@ -142,9 +142,12 @@ def carrier(covering: list[ChildSa], mine: list[Packet]) -> ChildSa | None:
     second SA; the first carried the opening packet only and was closed as redundant)."""
     for kinds in (("ah",), ("ah", "esp")):
         spis = [p.spi for p in mine if p.kind in kinds and p.spi]
-        carried = {id(r): sum(s in (r.spi_in, r.spi_out) for s in spis) for r in covering}
-        row = max((r for r in covering if carried[id(r)]), key=lambda r: carried[id(r)], default=None)
-        if row:
+
+        def carried(r: ChildSa) -> int:
+            return sum(s in (r.spi_in, r.spi_out) for s in spis)
+
+        row = max(covering, key=carried, default=None)  # the first of equals, as listed
+        if row and carried(row):
             return row
     return covering[0] if covering else None
 

@@ -314,24 +314,6 @@ def test_spawn_private_run_raises_in_the_caller_when_there_is_no_namespace():
         netns.spawn_private_run("lab-no-such-namespace", ["true"])
 
 
-LISTING = """src 10.10.1.10 dst 10.10.2.20
-\tproto esp spi 0xc60ab6f8 reqid 1 mode transport
-src 10.10.2.20 dst 10.10.1.10
-\tproto esp spi 0xcbc095cf reqid 1 mode transport
-src 10.10.1.10/32 dst 10.10.2.20/32 proto tcp dport 80
-\tdir out priority 2900 ptype main
-socket in priority 0 ptype main
-"""
-
-
-def test_one_xfrm_listing_is_split_into_states_and_policies():
-    state, policy = xfrm.split_listing(LISTING)
-    assert state.count("proto esp spi") == 2 and "dir out" not in state
-    assert policy.startswith("src 10.10.1.10/32 dst") and policy.endswith("socket in priority 0 ptype main\n")
-    assert xfrm.split_listing("src 10.0.0.1 dst 10.0.0.2\n") == ("src 10.0.0.1 dst 10.0.0.2\n", "")
-    assert xfrm.split_listing("") == ("", "")
-
-
 def test_boot_marks_in_the_order_they_happened():
     from lab.guest.executor import boot_marks
     marks = boot_marks(" kernel=0.47 mounts=0.64 modules=1.00 crypto=1.29\n", 1.72, 1.73)
@@ -353,14 +335,6 @@ def test_the_executor_waits_for_the_guests_kernel_then_says_booted(tmp_path, mon
     t.start()
     assert wait_for_kernel(timeout=5) == " kernel=0.4 modules=0.9\n"
     assert capsys.readouterr().out.startswith("@@guest booted ")
-
-
-def test_policies_listed_first_split_the_same_way():
-    policies_first = LISTING.split("src 10.10.1.10/32")[1]
-    text = "src 10.10.1.10/32" + policies_first + LISTING.split("src 10.10.1.10/32")[0]
-    state, policy = xfrm.split_listing(text)
-    assert state.count("proto esp spi") == 2 and "dir out" not in state
-    assert policy.startswith("src 10.10.1.10/32 dst") and "proto esp spi" not in policy
 
 
 def _newsa(key: bytes) -> bytes:

@@ -39,14 +39,3 @@ def test_every_shipped_design_warms_up_the_default_and_windows_methods():
     plan = build_plan(load_topology("topologies/exchange-fe-be-http.yaml"), "t", "/tmp/x")
     names = {a[1] for a in kernel_crypto.algorithms(plan)}
     assert {"rfc4106(gcm(aes))", "cbc(aes)", "cbc(des3_ede)", "hmac(sha1)"} <= names
-
-
-def test_state_and_policy_listings_from_one_process_split_where_policies_begin():
-    from lab.guest.xfrm import split_listing
-    text = ("src 10.10.1.10 dst 10.10.2.20\n\tproto esp spi 0xc1 reqid 1 mode transport\n"
-            "src 10.10.1.10/32 dst 10.10.2.20/32 proto tcp dport 80\n\tdir out priority 1\n"
-            "src 0.0.0.0/0 dst 0.0.0.0/0\n\tsocket in priority 0\n")
-    state, policy = split_listing(text)
-    assert state.startswith("src 10.10.1.10 dst") and state.count("src ") == 1
-    assert policy.startswith("src 10.10.1.10/32") and "socket in" in policy
-    assert split_listing("") == ("", "")

@@ -61,17 +61,6 @@ def relax_inbound(ns: str, priorities: list[int]) -> list[str]:
     return changed
 
 
-def split_listing(text: str) -> tuple[str, str]:
-    """`xfrm policy list` and `xfrm state list` in one output, in either order: a state block
-    starts with `src ADDRESS`, a policy block with `src PREFIX/LEN` (socket policies too)."""
-    state, policy, cur = [], [], None
-    for line in text.splitlines(keepends=True):
-        if line.startswith("src "):
-            cur = policy if "/" in line.split()[1] else state
-        (cur if cur is not None else state).append(line)
-    return "".join(state), "".join(policy)
-
-
 def stats(ns: str) -> dict[str, int]:
     """/proc/net/xfrm_stat of a namespace (the counters behind every XFRM drop)."""
     with inside(ns):

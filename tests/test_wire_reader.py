@@ -17,6 +17,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 from scapy.utils import PcapReader, wrpcap
 
+from lab.guest.capture import end_frame
 from lab.verdicts.wire import IKE_PORTS, Packet, read_capture
 
 FE, BE, GW = "10.10.1.10", "10.10.2.20", "10.10.1.1"
@@ -100,6 +101,7 @@ def _every_kind():
         Ether() / IP(src=FE, dst=BE, proto=47) / Raw(b"gre?"),
         Ether() / Dot1Q(vlan=5) / IP(src=FE, dst=BE) / TCP(sport=1, dport=2),
         Ether() / ARP(psrc=FE, pdst=BE),
+        Ether(end_frame("dmz", 12345)),  # the lab's end of capture (lab.guest.capture.drain)
     ]
 
 
@@ -110,7 +112,7 @@ def test_dpkt_reads_every_kind_as_scapy_did(tmp_path):
     path = str(tmp_path / "dmz.pcap")
     wrpcap(path, frames)
     ours, theirs = read_capture("dmz", path), _scapy_read("dmz", path)
-    assert len(ours) == len(theirs) == len(frames) - 1  # all but ARP
+    assert len(ours) == len(theirs) == len(frames) - 2  # all but ARP and the end frame
     for a, b in zip(ours, theirs):
         assert asdict(a) == asdict(b)
     kinds = [p.kind for p in ours]

@@ -55,7 +55,7 @@ from lab.guest.charon import decode
 from lab.guest.netns import ip
 from lab.guest.traffic import Deadline
 
-GRACE = 1.5  # seconds from final evidence to giving up: packets still in flight may land
+GRACE = 1.0  # seconds from final evidence to giving up: packets still in flight may land
 POLL = 0.25
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 IPSEC_CARRIERS = [(50, None, None), (51, None, None), (17, 4500, 4500)]

@@ -8,7 +8,7 @@ integrity counter must say why.
 The probe stops waiting once that is final: the receiver's integrity counters rose (a packet
 of this pair, the only one altered while it runs, was refused) and the sender's kernel sends
 the flow only protected (its XFRM policy requires a template), so every packet of it is
-altered and none can arrive; 1.5 s later, as for every other probe (lab.guest.finality).
+altered and none can arrive; 1 s later, as for every other probe (lab.guest.finality).
 Where either is missing (the carrier is ESP in UDP, which pedit does not touch; a policy lets
 the flow out in clear) the probe waits out its timeout as before.
 """
@@ -20,11 +20,11 @@ import threading
 import time
 
 from lab.guest import xfrm, xfrmpolicy
+from lab.guest.finality import GRACE, POLL
 from lab.guest.netns import ip, run_in
 from lab.guest.traffic import Deadline, run_probe
 
 OFFSETS = {50: 40, 51: 56}  # bytes from the IP header: ESP ciphertext / the TCP header under AH
-GRACE, POLL = 1.5, 0.25  # as lab.guest.finality
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 
 

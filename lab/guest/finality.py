@@ -506,7 +506,7 @@ class Finality:
     def _run(self, watched, deadlines, base, needs_counters, refusers, xfrm_base) -> None:
         started = time.time() - 0.001
         final_at: dict[str, tuple[float, str]] = {}
-        while not self._stop.wait(POLL):
+        while not self._stop.wait(self._next_wait(final_at)):
             pending = [p for p in watched if not deadlines[p["id"]].finished and not deadlines[p["id"]].reason]
             if not pending:
                 return
@@ -529,6 +529,13 @@ class Finality:
                     self.given_up.append({"probe": p["id"], "reason": why,
                                           "final_after": round(first - started, 3),
                                           "given_up_after": round(now - started, 3)})
+
+    @staticmethod
+    def _next_wait(final_at: dict[str, tuple[float, str]]) -> float:
+        """POLL, or less when a grace ends sooner: the give-up is checked when it is due, not up
+        to a poll later."""
+        due = [first + GRACE - time.time() for first, _ in final_at.values()]
+        return max(0.0, min([POLL] + [d + 0.005 for d in due]))
 
     def stop(self) -> None:
         self._stop.set()

@@ -114,10 +114,10 @@ def executed(topology, kernel: str, on_progress: ProgressFn, psk: str | None, pr
     cleanup.sweep(on_progress)  # leftovers of killed runs go first
     run_id, files = new_run_dir()
     psk = psk or secrets.token_urlsafe(24)
-    if topology.auth_method == "certificates" and pki is None:
-        from lab.pki import build_pki
-        pki = build_pki(topology)  # a fresh lab CA per run; its keys go to the secrets file only
-    try:
+    try:  # from here on the run directory is removed however the run ends (a Ctrl-C in build_pki too)
+        if topology.auth_method == "certificates" and pki is None:
+            from lab.pki import build_pki
+            pki = build_pki(topology)  # a fresh lab CA per run; its keys go to the secrets file only
         plan = build_plan(topology, run_id, files.outdir, failover=failover, provider=provider)
         servers = prepare_servers(topology, plan, files.rundir, pki)  # real daemons, real clients
         if provider == "docker":  # built once, offline, from Debian packages; then reused by their tags

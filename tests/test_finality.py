@@ -331,6 +331,29 @@ def test_held_by_the_sender_toward_a_host_without_ipsec_is_final_once_the_kernel
     assert fin.final(probe, 0, {}, {}, {}, {}) == "b-none runs no IPsec; a-sec's kernel sends it only protected"
 
 
+# A Windows 2000 Kerberos exemption as the kernel holds it: traffic from source port 88 passes,
+# above a Require-everything trap.
+EXEMPT_SPORT_88 = ("src 0.0.0.0/0 dst 0.0.0.0/0 proto tcp sport 88 \n\tdir out priority 1000 ptype main \n"
+                   + HELD_ALL)
+
+
+def test_a_source_port_policy_is_decided_with_the_probes_own_port(tmp_path):
+    from lab.guest import xfrmpolicy
+    fin, probe = _windows_pair(tmp_path, "a-sec", "b-none", "a-sec", "")
+    src, dst = probe["src_address"], probe["dst_address"]
+    fin.policies["a-sec"] = xfrmpolicy.parse(EXEMPT_SPORT_88)
+    with open(fin.tails["a-sec"].path, "a") as f:
+        f.write(f"07:00:00.100 13[KNL] creating acquire job for policy {src}/32[tcp/40000] === "
+                f"{dst}/32[tcp/http] with reqid {{1}}\n")
+    fin.tails["a-sec"].read()
+    fin.deadlines = {probe["id"]: Deadline(10)}
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None  # port not known yet: the exemption may take it
+    fin.deadlines[probe["id"]].sport = 88
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None  # the exemption takes it: it leaves in clear
+    fin.deadlines[probe["id"]].sport = 40000
+    assert fin.final(probe, 0, {}, {}, {}, {}) == "b-none runs no IPsec; a-sec's kernel sends it only protected"
+
+
 def test_an_answer_held_by_the_receiver_toward_a_host_without_ipsec_is_final(tmp_path):
     fin, probe = _windows_pair(tmp_path, "a-none", "b-sec", "b-sec", "")
     src, dst = probe["src_address"], probe["dst_address"]

@@ -185,6 +185,7 @@ class Finality:
         self.aliases = {v: k for k, v in plan.nat_aliases.items()}  # outside -> inside
         self.subnets = {n["name"]: ipaddress.ip_network(n["subnet"]) for n in plan.networks}
         self.tails = {name: LogTail(c.log_path) for name, c in charons.items() if hasattr(c, "log_path")}
+        self.deadlines: dict[str, Deadline] = {}  # the watched probes' (start): their source ports
         self.sessions: dict[str, vici.Session] = {}
         self.tunnels = any(ch.get("mode") == "tunnel" for h in plan.hosts
                            for conn in ((h.get("charon") or {}).get("conns") or {}).values()
@@ -296,12 +297,19 @@ class Finality:
                 self.policies[host] = xfrmpolicy.parse(res.stdout) if res.returncode == 0 else None
         return self.policies[host]
 
+    def _sport(self, probe: dict) -> int | None:
+        """The probe's source port once its socket is bound (a real client's is not known).
+        Decided with it, a policy that selects on source ports (a Kerberos exemption's
+        `sport 88`) no longer leaves the kernel's choice unknown."""
+        deadline = self.deadlines.get(probe["id"])
+        return deadline.sport if deadline and probe.get("protocol") in ("tcp", "udp") else None
+
     def _decide(self, host: str, direction: str, probe: dict) -> str:
         pols = self._policies(host)
         if pols is None:
             return xfrmpolicy.UNKNOWN
         src, dst = self._addresses(probe)
-        return xfrmpolicy.decide(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), None, probe["port"])
+        return xfrmpolicy.decide(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), self._sport(probe), probe["port"])
 
     # ---- evidence: charon's logs and SA lists ---------------------------------------------------
 
@@ -406,7 +414,7 @@ class Finality:
         if pols is None:
             return xfrmpolicy.UNKNOWN
         src, dst = self._addresses(probe)
-        return xfrmpolicy.decide(pols, "out", dst, src, PROTO.get(probe["protocol"], -1), probe["port"], None)
+        return xfrmpolicy.decide(pols, "out", dst, src, PROTO.get(probe["protocol"], -1), probe["port"], self._sport(probe))
 
     def _protected_shut(self, probe: dict, since: float, rose) -> tuple[str, bool] | None:
         """Why it cannot arrive protected, and whether that was seen happening."""
@@ -489,6 +497,7 @@ class Finality:
     # ---- the watcher ----------------------------------------------------------------------------------
 
     def start(self, probes: list[dict], deadlines: dict[str, Deadline]) -> None:
+        self.deadlines = deadlines
         watched = [p for p in probes if p["id"] in deadlines and self._watchable(p)]
         if not watched:
             return

@@ -159,6 +159,7 @@ class Deadline:
         self.at = time.monotonic() + seconds
         self.reason: str | None = None
         self.finished = False  # the probe has its outcome; nothing to watch
+        self.sport: int | None = None  # the probe's own source port, once bound (one socket per probe)
 
     def give_up(self, reason: str) -> None:
         self.reason = reason
@@ -193,7 +194,7 @@ def run_probe(probe: dict, ns: str, deadline: Deadline | None = None) -> dict:
     payload = probe["payload"].encode()
     try:
         s.bind((probe["src_address"], 0))
-        result["sport"] = s.getsockname()[1]
+        result["sport"] = deadline.sport = s.getsockname()[1]
         dst = (probe["dst_address"], probe["port"])
         if probe.get("via", "unicast") != "unicast":
             _one_way(s, dst, payload, probe["via"], probe["src_address"])

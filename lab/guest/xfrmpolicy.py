@@ -4,9 +4,9 @@ Pure functions over `ip xfrm policy list` text, so the finality watcher can tell
 policies the kernel really holds, whether a flow's own packets may leave a host in clear
 (`out`) and whether they are accepted in clear where they arrive (`in`). The kernel takes, of
 the policies whose selector matches, the one with the lowest priority value. Where the answer
-depends on something not known here (the probe's ephemeral source port, an ICMP type, a
-policy bound to one device, two policies of one priority that disagree), the answer is
-`unknown`, and the watcher then keeps waiting.
+depends on something not known here (a real client's ephemeral source port, or a lab probe's
+before its socket is bound; an ICMP type, a policy bound to one device, two policies of one
+priority that disagree), the answer is `unknown`, and the watcher then keeps waiting.
 """
 
 from __future__ import annotations

@@ -331,6 +331,22 @@ def test_held_by_the_sender_toward_a_host_without_ipsec_is_final_once_the_kernel
     assert fin.final(probe, 0, {}, {}, {}, {}) == "b-none runs no IPsec; a-sec's kernel sends it only protected"
 
 
+def test_held_by_a_trap_whose_one_acquire_named_another_flow_is_final(tmp_path):
+    fin, probe = _windows_pair(tmp_path, "a-sec", "b-none", "a-sec", "")
+    src, dst = probe["src_address"], probe["dst_address"]
+    fin.tails["a-sec"].read()
+    with open(fin.tails["a-sec"].path, "a") as f:  # another policy's acquire says nothing of this flow
+        f.write(f"07:00:00.100 13[KNL] creating acquire job for policy {src}/32[udp/5000] === "
+                f"{dst}/32[udp/88] with reqid {{2}}\n")
+    fin.tails["a-sec"].read()
+    assert fin.final(probe, 0, {}, {}, {}, {}) is None
+    with open(fin.tails["a-sec"].path, "a") as f:  # the trap holding this flow asked, for its first flow
+        f.write(f"07:00:00.200 13[KNL] creating acquire job for policy {src}/32[udp/5000] === "
+                f"{dst}/32[udp/88] with reqid {{1}}\n")
+    fin.tails["a-sec"].read()
+    assert fin.final(probe, 0, {}, {}, {}, {}) == "b-none runs no IPsec; a-sec's kernel sends it only protected"
+
+
 # A Windows 2000 Kerberos exemption as the kernel holds it: traffic from source port 88 passes,
 # above a Require-everything trap.
 EXEMPT_SPORT_88 = ("src 0.0.0.0/0 dst 0.0.0.0/0 proto tcp sport 88 \n\tdir out priority 1000 ptype main \n"

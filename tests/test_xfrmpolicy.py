@@ -31,7 +31,7 @@ src 0.0.0.0/0 dst 0.0.0.0/0
 
 def test_a_trapped_flow_is_held_others_leave_in_clear():
     pols = parse(LISTING)
-    assert len(pols) == 6 and pols[0]["templates"] == [{"required": True}]
+    assert len(pols) == 6 and pols[0]["templates"] == [{"required": True, "reqid": 1}]
     assert decide(pols, "out", "10.10.1.10", "10.10.2.20", 6, None, 80) == HELD
     assert decide(pols, "out", "10.10.1.10", "10.10.2.20", 6, None, 25) == CLEAR  # pass shunt
     assert decide(pols, "out", "10.10.1.10", "10.10.2.20", 17, None, 80) == CLEAR  # no policy

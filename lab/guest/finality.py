@@ -10,7 +10,10 @@ In clear, it is shut when
 - a firewall on the path drops the flow's own packets (its first matching filter is a drop);
 - the sender's kernel holds them: its XFRM policy for the flow requires a template, so
   nothing of it ever leaves unprotected (`ip xfrm policy list`, decided as the kernel does);
-  seen when the kernel asked charon for an SA for this flow (charon logs the acquire);
+  seen when the kernel asked charon for an SA for this flow (charon logs the acquire), or on
+  the very policy that holds it (the same reqid: the kernel asks once per policy while its SA
+  is negotiated, so the other flows one trap holds get no acquire of their own); decided with
+  the probe's own source port once its socket is bound;
 - the receiver's kernel holds the answer the same way (the request arrives in clear, the
   reply never leaves), seen by the receiver's acquire for the answer;
 - the receiver's kernel refuses them in clear (its inbound policy requires a template) and
@@ -74,7 +77,7 @@ _NO_KEY = re.compile(r"no private key found for|no shared key found for")
 _TAG = re.compile(r"\[\w+\] <([^>]+)> (.*)$")
 # The kernel held a packet and asked for an SA: its addresses, protocol and ports.
 _ACQUIRE = re.compile(r"creating acquire job for policy (\d+\.\d+\.\d+\.\d+)/\d+(?:\[([^\]]*)\])? === "
-                      r"(\d+\.\d+\.\d+\.\d+)/\d+(?:\[([^\]]*)\])?")
+                      r"(\d+\.\d+\.\d+\.\d+)/\d+(?:\[([^\]]*)\])?(?: with reqid \{(\d+)\})?")
 _ADDR = re.compile(r"(?:to|from) (\d+\.\d+\.\d+\.\d+)")
 _CHILD_TASKS = {"CHILD_CREATE", "QUICK_MODE"}
 
@@ -128,7 +131,7 @@ class LogTail:
         self.path, self.pos = path, 0
         self.peer_of: dict[str, str] = {}
         self.failures: list[tuple[float, str, str, bool]] = []  # (time read, peer, line, no key of its own)
-        self.acquires: list[tuple[float, str, str, str, str]] = []  # (time read, src, dst, [src], [dst])
+        self.acquires: list[tuple[float, str, str, str, str, int | None]] = []  # (time read, src, dst, [src], [dst], reqid)
 
     def read(self) -> None:
         try:
@@ -143,7 +146,8 @@ class LogTail:
         for line in complete.splitlines():  # each line stamped with when it was read
             acq = _ACQUIRE.search(line)
             if acq:
-                self.acquires.append((now, acq.group(1), acq.group(3), acq.group(2) or "", acq.group(4) or ""))
+                reqid = int(acq.group(5)) if acq.group(5) else None
+                self.acquires.append((now, acq.group(1), acq.group(3), acq.group(2) or "", acq.group(4) or "", reqid))
                 continue
             m = _TAG.search(line)
             if not m:
@@ -162,7 +166,15 @@ class LogTail:
     def acquired(self, src: str, dst: str, proto: str, sport: int | None, dport: int | None, since: float) -> bool:
         """Did the kernel ask for an SA for a packet src -> dst of this protocol and ports?"""
         return any(t >= since and s == src and d == dst and _port_of(ss, proto, sport) and _port_of(ds, proto, dport)
-                   for t, s, d, ss, ds in self.acquires)
+                   for t, s, d, ss, ds, _ in self.acquires)
+
+    def acquired_for(self, reqids: set[int], since: float) -> bool:
+        """Did the kernel ask for an SA on a policy with one of these reqids? It asks once per
+        policy while that SA is negotiated: the other flows the policy holds get no line."""
+        return any(t >= since and r in reqids for t, _, _, _, _, r in self.acquires)
+
+    def any_acquire(self, since: float) -> bool:
+        return any(t >= since for t, *_ in self.acquires)
 
     def failed_with(self, peer: str, since: float, no_key: bool | None = None) -> str | None:
         return next((msg for t, p, msg, k in self.failures
@@ -305,11 +317,14 @@ class Finality:
         return deadline.sport if deadline and probe.get("protocol") in ("tcp", "udp") else None
 
     def _decide(self, host: str, direction: str, probe: dict) -> str:
+        return self._choose(host, direction, probe)[0]
+
+    def _choose(self, host: str, direction: str, probe: dict) -> tuple[str, dict | None]:
         pols = self._policies(host)
         if pols is None:
-            return xfrmpolicy.UNKNOWN
+            return xfrmpolicy.UNKNOWN, None
         src, dst = self._addresses(probe)
-        return xfrmpolicy.decide(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), self._sport(probe), probe["port"])
+        return xfrmpolicy.choose(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), self._sport(probe), probe["port"])
 
     # ---- evidence: charon's logs and SA lists ---------------------------------------------------
 
@@ -389,6 +404,12 @@ class Finality:
         tail = self.tails.get(host)
         return bool(tail) and tail.acquired(src, dst, probe["protocol"], sport, dport, since)
 
+    def _acquired_for(self, host: str, policy: dict | None, since: float) -> bool:
+        """The kernel asked for an SA on the very policy that holds the flow (by its reqid)."""
+        tail = self.tails.get(host)
+        reqids = {t["reqid"] for t in (policy or {}).get("templates", []) if t.get("reqid")}
+        return bool(tail) and bool(reqids) and tail.acquired_for(reqids, since)
+
     def _clear_shut(self, probe: dict, rose, refused_rose, since: float = 0.0) -> tuple[str, bool] | None:
         """Why its own packets cannot arrive in clear, and whether that was seen happening."""
         taken = self._static(probe)["clear"]
@@ -396,9 +417,11 @@ class Finality:
             fw, f = taken[0]
             return f"firewall {fw} drops it in clear (filter '{f['label']}')", rose(taken)
         src, dst = self._addresses(probe)
-        if self._decide(probe["src"], "out", probe) == xfrmpolicy.HELD:
+        outcome, policy = self._choose(probe["src"], "out", probe)
+        if outcome == xfrmpolicy.HELD:
             return (f"{probe['src']}'s kernel sends it only protected",
-                    self._acquired(probe["src"], src, dst, probe, None, probe["port"], since))
+                    self._acquired(probe["src"], src, dst, probe, None, probe["port"], since)
+                    or self._acquired_for(probe["src"], policy, since))
         if self._natted(probe):
             return None
         if self._decide(probe["dst"], "in", probe) == xfrmpolicy.REFUSED:
@@ -453,7 +476,8 @@ class Finality:
         seen = (self._logged(probe, since) or rose(st["clear"] or []) or rose(st["carriers"] or [])
                 or rose(st["ike"] or []) or refused_rose(probe["dst"])
                 or self._acquired(probe["src"], src, dst, probe, None, probe["port"], since)
-                or self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since))
+                or self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since)
+                or (probe["src"] in self.tails and self.tails[probe["src"]].any_acquire(since)))
         if not seen:
             return None  # silence: nothing else is looked at (a policy listing costs a process)
         clear = self._clear_shut(probe, rose, refused_rose, since)

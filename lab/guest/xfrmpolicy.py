@@ -62,7 +62,9 @@ def parse(text: str) -> list[dict]:
         elif words[0] == "socket":
             cur["dir"] = "socket"  # a per-socket policy (charon's IKE sockets): not a lookup of ours
         elif words[0] == "tmpl":
-            cur["templates"].append({"required": True})
+            cur["templates"].append({"required": True, "reqid": None})
+        elif words[0] == "proto" and cur["templates"] and "reqid" in words:
+            cur["templates"][-1]["reqid"] = int(words[words.index("reqid") + 1])
         elif words[0] == "level" and cur["templates"]:
             cur["templates"][-1]["required"] = words[1] != "use"
     return policies
@@ -96,6 +98,13 @@ def decide(policies: list[dict], direction: str, src: str, dst: str, proto: int,
            sport: int | None = None, dport: int | None = None) -> str:
     """For a packet in clear: `out` -> clear | held (it never leaves unprotected); `in` ->
     accepted | refused (dropped by the policy check); or unknown."""
+    return choose(policies, direction, src, dst, proto, sport, dport)[0]
+
+
+def choose(policies: list[dict], direction: str, src: str, dst: str, proto: int,
+           sport: int | None = None, dport: int | None = None) -> tuple[str, dict | None]:
+    """`decide`'s answer and the policy the kernel takes for the packet (None where no policy
+    matches or the answer is unknown)."""
     sure, maybe = [], []
     for p in policies:
         if p["dir"] != direction or p["priority"] is None:
@@ -111,5 +120,5 @@ def decide(policies: list[dict], direction: str, src: str, dst: str, proto: int,
     rivals = [p for p in sure if p is not best and p["priority"] == limit]
     rivals += [p for p in maybe if limit is None or p["priority"] <= limit]
     if any(_outcome(p, direction) != outcome for p in rivals):
-        return UNKNOWN
-    return outcome
+        return UNKNOWN, None
+    return outcome, best

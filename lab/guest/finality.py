@@ -319,12 +319,17 @@ class Finality:
     def _decide(self, host: str, direction: str, probe: dict) -> str:
         return self._choose(host, direction, probe)[0]
 
-    def _choose(self, host: str, direction: str, probe: dict) -> tuple[str, dict | None]:
+    def _choose(self, host: str, direction: str, probe: dict, answer: bool = False) -> tuple[str, dict | None]:
+        """The kernel's choice on `host` for the probe's packets, or with `answer` for its
+        answer (from the service port back to the sender)."""
         pols = self._policies(host)
         if pols is None:
             return xfrmpolicy.UNKNOWN, None
         src, dst = self._addresses(probe)
-        return xfrmpolicy.choose(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), self._sport(probe), probe["port"])
+        sport, dport = self._sport(probe), probe["port"]
+        if answer:
+            src, dst, sport, dport = dst, src, dport, sport
+        return xfrmpolicy.choose(pols, direction, src, dst, PROTO.get(probe["protocol"], -1), sport, dport)
 
     # ---- evidence: charon's logs and SA lists ---------------------------------------------------
 
@@ -426,18 +431,10 @@ class Finality:
             return None
         if self._decide(probe["dst"], "in", probe) == xfrmpolicy.REFUSED:
             return f"{probe['dst']}'s kernel refuses it in clear", refused_rose(probe["dst"])
-        if self._decide_reply(probe) == xfrmpolicy.HELD:
+        if self._choose(probe["dst"], "out", probe, answer=True)[0] == xfrmpolicy.HELD:
             return (f"{probe['dst']}'s kernel sends the answer only protected",
                     self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since))
         return None
-
-    def _decide_reply(self, probe: dict) -> str:
-        """The answer leaving the receiver: from the service port to the sender (port unknown)."""
-        pols = self._policies(probe["dst"])
-        if pols is None:
-            return xfrmpolicy.UNKNOWN
-        src, dst = self._addresses(probe)
-        return xfrmpolicy.decide(pols, "out", dst, src, PROTO.get(probe["protocol"], -1), probe["port"], self._sport(probe))
 
     def _protected_shut(self, probe: dict, since: float, rose) -> tuple[str, bool] | None:
         """Why it cannot arrive protected, and whether that was seen happening."""
@@ -475,9 +472,8 @@ class Finality:
         src, dst = self._addresses(probe)
         seen = (self._logged(probe, since) or rose(st["clear"] or []) or rose(st["carriers"] or [])
                 or rose(st["ike"] or []) or refused_rose(probe["dst"])
-                or self._acquired(probe["src"], src, dst, probe, None, probe["port"], since)
-                or self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since)
-                or (probe["src"] in self.tails and self.tails[probe["src"]].any_acquire(since)))
+                or (probe["src"] in self.tails and self.tails[probe["src"]].any_acquire(since))
+                or self._acquired(probe["dst"], dst, src, probe, probe["port"], None, since))
         if not seen:
             return None  # silence: nothing else is looked at (a policy listing costs a process)
         clear = self._clear_shut(probe, rose, refused_rose, since)

@@ -20,12 +20,11 @@ import threading
 import time
 
 from lab.guest import xfrm, xfrmpolicy
-from lab.guest.finality import GRACE, POLL
+from lab.guest.finality import GRACE, POLL, PROTO
 from lab.guest.netns import ip, run_in
 from lab.guest.traffic import Deadline, run_probe
 
 OFFSETS = {50: 40, 51: 56}  # bytes from the IP header: ESP ciphertext / the TCP header under AH
-PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
 def _tc(ns: str, *commands: str) -> None:

@@ -17,6 +17,7 @@ import struct
 import subprocess
 
 from lab.guest.netns import inside, ip
+from lab.guest.rtnl import NLM_F_REQUEST, NLMSG_ERROR
 
 
 def inbound_policies(ns: str) -> list[dict]:
@@ -76,8 +77,7 @@ def stats(ns: str) -> dict[str, int]:
 
 NETLINK_XFRM = 6
 XFRM_MSG_NEWSA, XFRM_MSG_GETSA = 0x10, 0x12
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_DUMP, NLMSG_DONE = 0x300, 3  # netlink's others: lab.guest.rtnl
 USERSA_INFO = 224  # sizeof(struct xfrm_usersa_info) on 64-bit Linux
 ALGORITHMS = {1: "auth", 2: "enc", 3: "comp", 18: "aead", 20: "auth-trunc"}  # XFRMA_ALG_*
 XFRMA_ENCAP = 4
@@ -156,9 +156,8 @@ def states(ns: str) -> str:
     with s:
         s.settimeout(5)
         s.send(struct.pack("=IHHII", 16, XFRM_MSG_GETSA, NLM_F_REQUEST | NLM_F_DUMP, 1, 0))
-        described, chunks, done = [], [], False
+        described, done = [], False
         while not done:
-            chunks = [s.recv(1 << 16)]
-            more, done = parse_dump(chunks)
+            more, done = parse_dump([s.recv(1 << 16)])
             described += more
     return "".join(described)

@@ -14,6 +14,23 @@ from lab import cleanup
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _run_ids(lines: list[str]) -> set[str]:
+    """The run ids the lab's progress named (`start  run <id> on ...`)."""
+    return {line.split("run ")[1].split()[0] for line in lines if " start " in line and "run " in line}
+
+
+def _start_until(argv: list[str], marker: str, **popen) -> tuple[subprocess.Popen, list[str]]:
+    """Start `python -m lab ARGV` and read its output until a line contains `marker`."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    return proc, seen
+
+
 def interrupt_when(argv: list[str], marker: str) -> set[str]:
     """Run `python -m lab ARGV`, send SIGINT to its group once a line contains `marker`, and
     assert exit 130 with no process, run directory or namespace of the run left. Returns the
@@ -22,18 +39,12 @@ def interrupt_when(argv: list[str], marker: str) -> set[str]:
     # Ctrl-C in a terminal reaches a process whose SIGINT is at its default. A suite started in
     # the background of a shell without job control inherits SIGINT ignored, and Python then
     # never raises KeyboardInterrupt: that would test how the suite was started, not the lab.
-    proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            break
+    proc, seen = _start_until(argv, marker, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.killpg(proc.pid, signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, "".join(seen) + rest
-    run_ids = {line.split("run ")[1].split()[0] for line in seen if " start " in line and "run " in line}
+    run_ids = _run_ids(seen)
     assert run_ids, "".join(seen)
     deadline = time.monotonic() + 5
     while cleanup.processes_of(run_ids) and time.monotonic() < deadline:
@@ -51,14 +62,8 @@ def kill_9_when(argv: list[str], marker: str, wait: float = 5.0) -> tuple[set[st
     would) once a line contains `marker`, and time until no process of the run is left: the
     guest must go with it (the watchdog in lab.kernels.uml). Returns the run ids and the
     seconds; the killed run's directory is for `lab cleanup`, which the caller runs."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    run_ids = set()
-    for line in proc.stdout:
-        if " start " in line and "run " in line:
-            run_ids.add(line.split("run ")[1].split()[0])
-        if marker in line:
-            break
+    proc, seen = _start_until(argv, marker)
+    run_ids = _run_ids(seen)
     assert run_ids and cleanup.processes_of(run_ids), "no guest to kill"
     proc.kill()
     killed = time.monotonic()
